@@ -1,0 +1,3 @@
+from mlxk.cli.main import main
+
+raise SystemExit(main())

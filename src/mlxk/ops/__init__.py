@@ -1,0 +1,1 @@
+"""Operations: one module per verb. Each returns an Envelope; none prints."""

@@ -1,0 +1,1 @@
+"""The model store: the Hugging Face cache, user workspaces, and model names."""

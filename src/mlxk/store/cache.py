@@ -1,0 +1,172 @@
+"""Where the Hugging Face cache is and what model repos it holds.
+
+The scan itself is ``huggingface_hub.scan_cache_dir``; we only add what it refuses to
+report: repos it rejects as corrupted (a broken symlink, a dangling ref) are still
+listed, by a shallow fallback scan, so that ``health`` can name them unhealthy.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MODEL_PREFIX = "models--"
+
+
+def hub_cache_dir() -> Path:
+    """The hub cache, resolved with huggingface_hub's own precedence, read at call time.
+
+    ``huggingface_hub.constants`` freezes these at import; reading the environment
+    here lets one process (a server, a test) follow changes to it.
+    """
+    home = os.path.expandvars(
+        os.path.expanduser(
+            os.getenv(
+                "HF_HOME",
+                os.path.join(os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "huggingface"),
+            )
+        )
+    )
+    legacy = os.getenv("HUGGINGFACE_HUB_CACHE", os.path.join(home, "hub"))
+    return Path(os.path.expandvars(os.path.expanduser(os.getenv("HF_HUB_CACHE", legacy))))
+
+
+def repo_folder_name(repo_id: str) -> str:
+    return MODEL_PREFIX + repo_id.replace("/", "--")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    commit: str
+    path: Path
+    size_bytes: int
+    last_modified: float
+    refs: frozenset[str]
+
+
+@dataclass(frozen=True)
+class CachedRepo:
+    """One ``models--org--name`` folder.
+
+    ``scan_problem`` is huggingface_hub's complaint when it rejected the repo; the
+    snapshots are then found by the fallback scan (sizes count only readable files).
+    """
+
+    repo_id: str
+    path: Path
+    snapshots: tuple[Snapshot, ...]
+    scan_problem: str | None = None
+
+    def main_commit(self) -> str | None:
+        ref = self.path / "refs" / "main"
+        try:
+            return ref.read_text().strip() or None
+        except OSError:
+            return None
+
+    def selected(self, commit_prefix: str | None = None) -> Snapshot | None:
+        """The snapshot a name means: the given prefix, else refs/main, else the newest."""
+        if commit_prefix:
+            hits = [s for s in self.snapshots if s.commit.startswith(commit_prefix.lower())]
+            return hits[0] if len(hits) == 1 else None
+        main = self.main_commit()
+        for snap in self.snapshots:
+            if snap.commit == main:
+                return snap
+        return max(self.snapshots, key=lambda s: s.last_modified, default=None)
+
+
+def scan(cache_dir: Path | None = None) -> list[CachedRepo]:
+    """Every model repo in the cache, sorted by name."""
+    cache_dir = cache_dir or hub_cache_dir()
+    if not cache_dir.is_dir():
+        return []
+    from huggingface_hub import scan_cache_dir
+
+    info = scan_cache_dir(cache_dir)
+    repos: dict[str, CachedRepo] = {}
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        snaps = tuple(
+            Snapshot(r.commit_hash, r.snapshot_path, r.size_on_disk, r.last_modified, r.refs) for r in repo.revisions
+        )
+        repos[repo.repo_path.name] = CachedRepo(repo.repo_id, repo.repo_path, snaps)
+    problems = {_path_in(str(w), cache_dir): str(w) for w in info.warnings}
+    for entry in cache_dir.iterdir():
+        if entry.name.startswith(MODEL_PREFIX) and entry.name not in repos and entry.is_dir():
+            problem = problems.get(entry.name) or "Cache entry could not be scanned"
+            repos[entry.name] = fallback_repo(entry, problem)
+    return sorted(repos.values(), key=lambda r: r.repo_id.lower())
+
+
+def _path_in(message: str, cache_dir: Path) -> str | None:
+    """The ``models--*`` folder a CorruptedCacheException message talks about."""
+    root = str(cache_dir.resolve()) + os.sep
+    idx = message.find(root)
+    if idx < 0:
+        return None
+    return message[idx + len(root):].split(os.sep, 1)[0].rstrip(").:'\"")
+
+
+def fallback_repo(repo_path: Path, problem: str | None) -> CachedRepo:
+    """A shallow scan of a repo huggingface_hub rejected (broken symlinks tolerated)."""
+    repo_id = repo_path.name[len(MODEL_PREFIX):].replace("--", "/")
+    refs: dict[str, set[str]] = {}
+    refs_dir = repo_path / "refs"
+    if refs_dir.is_dir():
+        for ref in refs_dir.rglob("*"):
+            if ref.is_file():
+                try:
+                    refs.setdefault(ref.read_text().strip(), set()).add(ref.relative_to(refs_dir).as_posix())
+                except OSError:
+                    pass
+    snaps = []
+    snap_dir = repo_path / "snapshots"
+    if snap_dir.is_dir():
+        for rev in snap_dir.iterdir():
+            if not rev.is_dir():
+                continue
+            size, newest = 0, 0.0
+            for f in rev.rglob("*"):
+                try:
+                    st = f.stat()
+                except OSError:
+                    continue  # broken symlink: health names it
+                if not f.is_dir():
+                    size += st.st_size
+                    newest = max(newest, st.st_mtime)
+            snaps.append(Snapshot(rev.name, rev, size, newest or rev.stat().st_mtime, frozenset(refs.get(rev.name, ()))))
+    return CachedRepo(repo_id, repo_path, tuple(snaps), problem)
+
+
+def find_repo(repo_id: str, cache_dir: Path | None = None) -> CachedRepo | None:
+    """One repo without scanning the whole cache (used after pull, convert --into-cache)."""
+    cache_dir = cache_dir or hub_cache_dir()
+    path = cache_dir / repo_folder_name(repo_id)
+    if not path.is_dir():
+        return None
+    from huggingface_hub.errors import CorruptedCacheException
+    from huggingface_hub.utils._cache_manager import _scan_cached_repo
+
+    try:
+        repo = _scan_cached_repo(path)
+    except CorruptedCacheException as exc:
+        return fallback_repo(path, str(exc))
+    snaps = tuple(Snapshot(r.commit_hash, r.snapshot_path, r.size_on_disk, r.last_modified, r.refs) for r in repo.revisions)
+    return CachedRepo(repo.repo_id, repo.repo_path, snaps)
+
+
+def lock_files(repo: CachedRepo, cache_dir: Path | None = None) -> list[Path]:
+    """Lock files huggingface_hub holds for this repo (``<cache>/.locks/models--org--name``)."""
+    cache_dir = cache_dir or hub_cache_dir()
+    lock_dir = cache_dir / ".locks" / repo.path.name
+    if not lock_dir.is_dir():
+        return []
+    return sorted(p for p in lock_dir.rglob("*.lock") if p.is_file())
+
+
+def incomplete_blobs(repo: CachedRepo) -> list[Path]:
+    blobs = repo.path / "blobs"
+    return sorted(blobs.glob("*.incomplete")) if blobs.is_dir() else []

@@ -1,0 +1,122 @@
+"""Model names: validation, ``@hash`` pins, and resolution to one model.
+
+Order of resolution (first that answers wins): an explicit path (workspace); the exact
+``org/name``; a bare name as ``mlx-community/<name>``; a case-insensitive substring of
+the full name. ``name@abcd`` narrows to repos holding a snapshot whose commit starts
+with that prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlxk.contract import MlxkError
+from mlxk.store.cache import CachedRepo, Snapshot, scan
+
+MAX_NAME_LEN = 96
+DEFAULT_ORG = "mlx-community"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9._\-]+)?$")
+_HEX_RE = re.compile(r"^[0-9a-fA-F]{4,40}$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: a cache snapshot or a workspace folder.
+
+    ``name`` is what the contract reports: ``org/name`` for the cache, the path as the
+    user typed it for a workspace.
+    """
+
+    name: str
+    path: Path | None
+    cached: bool
+    repo: CachedRepo | None = None
+    snapshot: Snapshot | None = None
+
+    @property
+    def commit(self) -> str | None:
+        return self.snapshot.commit if self.snapshot else None
+
+
+def is_path_spec(spec: str) -> bool:
+    """Explicit paths only: ``.``, ``..``, ``./x``, ``../x``, ``/x``, ``~/x``."""
+    return spec in (".", "..") or spec.startswith(("./", "../", "/", "~")) or spec.startswith((".\\", "..\\"))
+
+
+def split_hash(spec: str) -> tuple[str, str | None]:
+    if "@" not in spec:
+        return spec, None
+    name, _, pin = spec.rpartition("@")
+    if not _HEX_RE.match(pin):
+        raise MlxkError(
+            "ValidationError",
+            f"Invalid hash '{pin}' in '{spec}': use 4 to 40 hexadecimal characters of a snapshot commit",
+        )
+    return name, pin.lower()
+
+
+def validate_name(name: str) -> None:
+    if not name or not name.strip():
+        raise MlxkError("ValidationError", "Model name is empty")
+    if len(name) > MAX_NAME_LEN:
+        raise MlxkError("ValidationError", f"Model name too long: {len(name)}/{MAX_NAME_LEN} characters")
+    if not _NAME_RE.match(name) or "--" in name or ".." in name:
+        raise MlxkError(
+            "ValidationError",
+            f"Invalid model name '{name}': use 'org/name' with letters, digits, '-', '_' and '.' only",
+        )
+
+
+def workspace_ref(spec: str) -> ModelRef:
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise MlxkError("model_not_found", f"Workspace path '{spec}' {what}")
+    return ModelRef(name=spec, path=path, cached=False)
+
+
+def match_repos(pattern: str, repos: list[CachedRepo]) -> list[CachedRepo]:
+    """The repos a name means, before any hash pin: exact, mlx-community/, substring."""
+    exact = [r for r in repos if r.repo_id == pattern]
+    if exact:
+        return exact
+    exact_ci = [r for r in repos if r.repo_id.lower() == pattern.lower()]
+    if exact_ci:
+        return exact_ci
+    if "/" not in pattern:
+        short = [r for r in repos if r.repo_id.lower() == f"{DEFAULT_ORG}/{pattern}".lower()]
+        if short:
+            return short
+    needle = pattern.lower()
+    return [r for r in repos if needle in r.repo_id.lower()]
+
+
+def resolve(spec: str, repos: list[CachedRepo] | None = None) -> ModelRef:
+    """One model for ``spec`` or an MlxkError (ValidationError, model_not_found, ambiguous_match)."""
+    spec = spec.strip() if spec else spec
+    if spec and is_path_spec(spec):
+        return workspace_ref(spec)
+    name, pin = split_hash(spec or "")
+    validate_name(name)
+    repos = scan() if repos is None else repos
+    hits = match_repos(name, repos)
+    if pin:
+        pinned = [r for r in hits if r.selected(pin) is not None]
+        if not pinned and hits:
+            hashes = sorted(s.commit[:8] for r in hits for s in r.snapshots)
+            raise MlxkError(
+                "model_not_found",
+                f"No snapshot of '{name}' has a commit starting with '{pin}'",
+                available_hashes=hashes,
+            )
+        hits = pinned
+    if not hits:
+        raise MlxkError("model_not_found", f"No model found matching '{spec}'")
+    if len(hits) > 1:
+        names = sorted(r.repo_id for r in hits)
+        raise MlxkError("ambiguous_match", f"Multiple models match '{spec}'", matches=names)
+    repo = hits[0]
+    snap = repo.selected(pin)
+    return ModelRef(name=repo.repo_id, path=snap.path if snap else None, cached=True, repo=repo, snapshot=snap)
