@@ -1,0 +1,1 @@
+"""Fixtures (owned by the helper working on this area)."""
