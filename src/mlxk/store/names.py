@@ -115,7 +115,7 @@ def resolve(spec: str, repos: list[CachedRepo] | None = None) -> ModelRef:
     if not hits:
         raise MlxkError("model_not_found", f"No model found matching '{spec}'")
     if len(hits) > 1:
-        names = sorted(r.repo_id for r in hits)
+        names = sorted((r.repo_id for r in hits), key=str.lower)
         raise MlxkError("ambiguous_match", f"Multiple models match '{spec}'", matches=names)
     repo = hits[0]
     snap = repo.selected(pin)

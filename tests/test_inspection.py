@@ -1,0 +1,183 @@
+"""Framework, type, capabilities, integrity health and the runtime gate, on real cache layouts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mlxk.inspection.model_object import inspect
+from mlxk.inspection.runtime import mlx_lm_install
+from mlxk.store.names import resolve
+from tests.cachebuilder import (
+    gguf_bytes,
+    llama_config,
+    mlx_base_files,
+    mlx_chat_files,
+    safetensors_bytes,
+    tokenizer_json,
+)
+
+
+def obj(name: str) -> dict:
+    return inspect(resolve(name)).model_object()
+
+
+def test_healthy_mlx_chat(cache):
+    cache.add("mlx-community/chat-4bit", mlx_chat_files())
+    m = obj("mlx-community/chat-4bit")
+    assert m["framework"] == "MLX"
+    assert (m["model_type"], m["capabilities"]) == ("chat", ["text-generation", "chat"])
+    assert (m["health"], m["runtime_compatible"], m["reason"], m["cached"]) == ("healthy", True, None, True)
+    assert len(m["hash"]) == 40 and m["last_modified"].endswith("Z")
+    assert m["size_bytes"] == sum(len(v) for v in mlx_chat_files().values())
+
+
+def test_base_model(cache):
+    cache.add("mlx-community/base", mlx_base_files())
+    m = obj("mlx-community/base")
+    assert (m["model_type"], m["capabilities"], m["runtime_compatible"]) == ("base", ["text-generation"], True)
+
+
+def test_chat_template_from_jinja_file(cache):
+    files = mlx_base_files()
+    files["chat_template.jinja"] = b"{{ messages }}"
+    cache.add("org/jinja", files)
+    assert obj("org/jinja")["model_type"] == "chat"
+
+
+def test_mlx_detected_from_readme_without_quantization(cache):
+    cache.add("someone/fp16-mlx", mlx_chat_files(quantized=False))
+    assert obj("someone/fp16-mlx")["framework"] == "MLX"
+
+
+def test_embedding_model(cache):
+    cfg = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 8}
+    cache.add(
+        "mlx-community/embed",
+        {"config.json": json.dumps(cfg).encode(), "model.safetensors": safetensors_bytes(),
+         "tokenizer.json": tokenizer_json(), "modules.json": b"[]"},
+    )
+    m = obj("mlx-community/embed")
+    assert (m["model_type"], m["capabilities"]) == ("embedding", ["embeddings"])
+    assert m["health"] == "healthy"
+    assert m["runtime_compatible"] is False and "bert" in m["reason"]
+
+
+def test_vision_model(cache):
+    files = mlx_chat_files(model_type="qwen2_vl", vision_config={"depth": 2})
+    files["preprocessor_config.json"] = b"{}"
+    cache.add("mlx-community/vl", files)
+    m = obj("mlx-community/vl")
+    assert m["capabilities"] == ["text-generation", "chat", "vision"]
+    assert m["runtime_compatible"] is True
+
+
+def test_gguf_model(cache):
+    cache.add("TheBloke/tiny-GGUF", {"tiny.Q4_K_M.gguf": gguf_bytes(), "README.md": b"# gguf\n"})
+    m = obj("tiny-GGUF")
+    assert (m["framework"], m["health"], m["runtime_compatible"]) == ("GGUF", "healthy", False)
+    assert m["model_type"] == "chat"
+    assert m["reason"].startswith("Framework GGUF not executable with mlx-lm (requires MLX)")
+    assert "mlxk convert" in m["reason"]
+
+
+def test_pytorch_model(cache):
+    cfg = llama_config()
+    cache.add(
+        "meta/llama-torch",
+        {"config.json": json.dumps(cfg).encode(), "model.safetensors": safetensors_bytes(),
+         "tokenizer.json": tokenizer_json()},
+    )
+    m = obj("meta/llama-torch")
+    assert (m["framework"], m["runtime_compatible"]) == ("PyTorch", False)
+    assert m["reason"].startswith("Framework PyTorch not executable")
+
+
+def test_unsupported_architecture_names_it_and_the_version(cache):
+    cache.add("mlx-community/future", mlx_chat_files(model_type="qwen99_next"))
+    m = obj("mlx-community/future")
+    assert m["health"] == "healthy" and m["runtime_compatible"] is False
+    assert "qwen99_next" in m["reason"] and mlx_lm_install()[1] in m["reason"]
+
+
+def test_model_remapping_respected(cache):
+    cache.add("mlx-community/mistral", mlx_chat_files(model_type="mistral"))
+    assert obj("mlx-community/mistral")["runtime_compatible"] is True
+
+
+def _corrupt(cache, name, files=None, after=None):
+    commit = cache.add(name, files or mlx_chat_files())
+    if after:
+        after(cache.snapshot(name, commit), cache.repo_path(name))
+    return obj(name)
+
+
+def _unlink(rel):
+    return lambda snap, repo: (snap / rel).unlink()
+
+
+def _rm_blob(rel):
+    return lambda snap, repo: (snap / rel).resolve().unlink()
+
+
+SHARDED_INDEX = json.dumps(
+    {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+).encode()
+
+
+def _sharded(**overrides):
+    files = mlx_chat_files()
+    del files["model.safetensors"]
+    files["model-00001-of-00002.safetensors"] = safetensors_bytes()
+    files["model-00002-of-00002.safetensors"] = safetensors_bytes({"x": np.ones((2,), dtype=np.float32)})
+    files["model.safetensors.index.json"] = SHARDED_INDEX
+    files.update(overrides)
+    return {k: v for k, v in files.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    "files,after,reason",
+    [
+        (None, _unlink("config.json"), "config.json missing"),
+        ({**mlx_chat_files(), "config.json": b"[1, 2]"}, None, "config.json is not a JSON object"),
+        ({**mlx_chat_files(), "config.json": b"{nope"}, None, "config.json is not valid JSON"),
+        (None, _unlink("model.safetensors"), "No model weights found"),
+        (_sharded(**{"model-00002-of-00002.safetensors": None}), None, "Missing shards listed in model.safetensors.index.json: model-00002-of-00002.safetensors"),
+        (_sharded(**{"model-00002-of-00002.safetensors": b""}), None, "Empty shard files: model-00002-of-00002.safetensors"),
+        (_sharded(**{"model.safetensors.index.json": None}), None, "Sharded weights without index"),
+        ({**mlx_chat_files(), "model.safetensors": b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 123\n"}, None, "LFS pointers instead of files: model.safetensors"),
+        (None, _rm_blob("tokenizer.json"), "Interrupted download: blob missing for tokenizer.json"),
+        (None, lambda snap, repo: (repo / "blobs" / "deadbeef.incomplete").write_bytes(b"12"), "Interrupted download: 1 incomplete file(s)"),
+        (None, lambda snap, repo: (snap / "special_tokens_map.json").unlink(), "Interrupted download: missing special_tokens_map.json"),
+        ({k: v for k, v in mlx_chat_files().items() if k != "tokenizer.json"}, None, "Tokenizer files missing"),
+    ],
+    ids=["no-config", "config-not-object", "config-not-json", "no-weights", "missing-shard", "empty-shard",
+         "shards-without-index", "lfs-pointer", "broken-symlink", "incomplete-blob", "tree-listing", "tokenizer"],
+)
+def test_integrity_problems(cache, files, after, reason):
+    m = _corrupt(cache, "org/corrupt", files, after)
+    assert m["health"] == "unhealthy"
+    assert m["runtime_compatible"] is False  # gate: runtime check skipped
+    assert m["reason"].startswith(reason), m["reason"]
+
+
+def test_sharded_model_healthy(cache):
+    cache.add("mlx-community/sharded", _sharded())
+    assert obj("mlx-community/sharded")["health"] == "healthy"
+
+
+def test_first_problem_wins(cache):
+    files = {k: v for k, v in mlx_chat_files().items() if k not in ("config.json", "model.safetensors")}
+    assert _corrupt(cache, "org/two-problems", files)["reason"] == "config.json missing"
+
+
+def test_workspace_model_object(tmp_path, monkeypatch):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for name, content in mlx_chat_files().items():
+        (ws / name).write_bytes(content)
+    monkeypatch.chdir(tmp_path)
+    m = obj("./ws")
+    assert (m["name"], m["hash"], m["cached"], m["health"], m["framework"]) == ("./ws", None, False, "healthy", "MLX")
