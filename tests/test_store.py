@@ -93,7 +93,7 @@ def test_hash_pin_selects_snapshot(cache):
 
 
 def test_newest_snapshot_without_refs_main(cache):
-    older = {name: content + b" " if name.endswith(".json") else content for name, content in mlx_chat_files().items()}
+    older = {name: content + b"\n" for name, content in mlx_chat_files().items()}  # no blob shared with the newer one
     older["model.safetensors"] = safetensors_bytes({"w": np.ones((2, 2), dtype=np.float32)})
     cache.add("org/m", older, commit="a" * 40, ref=None, mtime=1_000_000)
     cache.add("org/m", mlx_chat_files(), commit="b" * 40, ref=None, mtime=2_000_000)
