@@ -181,3 +181,17 @@ def test_workspace_model_object(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     m = obj("./ws")
     assert (m["name"], m["hash"], m["cached"], m["health"], m["framework"]) == ("./ws", None, False, "healthy", "MLX")
+
+
+def test_gguf_without_readable_header_is_unhealthy(cache):
+    cache.add("org/bad-GGUF", {"bad.gguf": b"NOTGGUF" + b"\0" * 64})
+    m = obj("org/bad-GGUF")
+    assert m["health"] == "unhealthy" and "no readable GGUF header" in m["reason"]
+
+
+def test_repo_without_snapshot(cache, hub_cache):
+    (hub_cache / "models--org--never" / "blobs").mkdir(parents=True)
+    (hub_cache / "models--org--never" / "blobs" / "abc.incomplete").write_bytes(b"1")
+    m = obj("org/never")
+    assert (m["health"], m["hash"]) == ("unhealthy", None)
+    assert m["reason"].startswith("No snapshot in cache")

@@ -66,17 +66,13 @@ def _gguf_meta(mf: ModelFiles) -> dict[str, Any] | None:
 
 
 def inspect(ref: ModelRef) -> Inspection:
-    if ref.path is None:
-        mf = ModelFiles(ref.repo.path / "snapshots" if ref.repo else None)  # type: ignore[arg-type]
-    else:
-        mf = ModelFiles.read(ref.path)
-    repo_id = ref.repo.repo_id if ref.repo else None
-    fw = classify.framework(mf, repo_id) if ref.path else "Unknown"
+    # A cache repo without any snapshot has no folder to read: it inspects as empty.
+    mf = ModelFiles.read(ref.path) if ref.path is not None else ModelFiles(ref.repo.path / "snapshots")  # type: ignore[union-attr]
+    fw = classify.framework(mf, ref.repo.repo_id if ref.repo else None)
     meta = _gguf_meta(mf) if fw == "GGUF" else None
     mtype, caps = classify.model_type_and_capabilities(mf, fw, meta)
-    problem = health.integrity(mf, fw, ref.repo, ref.snapshot) if ref.path or ref.repo else "Model folder missing"
-    ok, reason = runtime.runtime_gate(problem, fw, mf.config)
-    if problem is None and fw == "GGUF" and meta is None and mf.gguf_files:
+    problem = health.integrity(mf, fw, ref.repo, ref.snapshot)
+    if problem is None and fw == "GGUF" and meta is None:
         problem = f"{mf.gguf_files[0].name} has no readable GGUF header"
-        ok, reason = False, problem
+    ok, reason = runtime.runtime_gate(problem, fw, mf.config)
     return Inspection(ref, mf, fw, mtype, caps, problem, ok, reason, meta)
