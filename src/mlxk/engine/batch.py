@@ -1,0 +1,567 @@
+"""The batch engine: one thread owns the model and steps every sequence together.
+
+Wire formats never reach this module. An adapter builds a :class:`GenerationRequest`,
+calls :meth:`Engine.submit` from the asyncio loop and reads :class:`Event` objects from
+the returned :class:`RequestHandle`:
+
+* ``start``  (prompt_tokens, cached_tokens) once the prompt is accepted,
+* ``delta``  (text, tokens, logprobs) as text becomes safe to show,
+* ``finish`` (finish_reason, usage) at the end,
+* ``error``  (EngineError with an HTTP status) instead of ``start`` or at any time,
+* ``interrupt`` when the server ends the stream early (shutdown).
+
+The engine thread does all tokenizer and model work, so the event loop never blocks on
+it and the tokenizer is never used concurrently. Sequences join and leave mlx-lm's
+``BatchGenerator`` between steps (continuous batching).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("mlxk.engine")
+
+
+class EngineError(Exception):
+    """A failure an adapter turns into its own error shape."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass
+class ModelTarget:
+    """Which model a request runs on: a folder and the name shown to clients."""
+
+    key: str
+    path: Path
+    name: str
+
+
+@dataclass
+class GenerationRequest:
+    target: ModelTarget | None  # None: the loaded model
+    params: SamplingParams
+    messages: list[dict] | None = None  # chat
+    prompt: str | list[int] | None = None  # plain completion
+    tools: list[dict] | None = None
+    prompt_field: str = "messages"
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]]
+
+
+@dataclass
+class Event:
+    kind: str
+    text: str = ""
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    error: EngineError | None = None
+    model: str | None = None
+
+
+class RequestHandle:
+    """The adapter's side of one request: an asyncio queue of events, and cancel()."""
+
+    def __init__(self, loop, request: GenerationRequest):
+        import asyncio
+
+        self.loop = loop
+        self.request = request
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.cancelled = False
+        self.submitted = time.monotonic()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def post(self, event: Event) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        except RuntimeError:  # loop closed
+            pass
+
+    async def next(self) -> Event:
+        return await self.queue.get()
+
+
+@dataclass
+class _Seq:
+    handle: RequestHandle
+    uid: int
+    detok: Any
+    stops: list[str]
+    usage: Usage
+    logprobs: bool
+    top_logprobs: int
+    prompt: list[int]
+    buf: str = ""
+    lp_buf: list = field(default_factory=list)
+    first_token_at: float | None = None
+    done: bool = False
+
+
+def _text_of(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+    return str(content)
+
+
+def _seeded_sampler(temp: float, top_p: float, min_p: float, top_k: int, seed: int):
+    """Like mlx-lm's make_sampler, but with the request's own random key (reproducible in a batch)."""
+    import mlx.core as mx
+    from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
+
+    state = {"key": mx.random.key(seed)}
+
+    def sampler(logprobs):
+        if 0 < top_p < 1.0:
+            logprobs = apply_top_p(logprobs, top_p)
+        if min_p:
+            logprobs = apply_min_p(logprobs, min_p)
+        if top_k > 0:
+            logprobs = apply_top_k(logprobs, top_k)
+        state["key"], sub = mx.random.split(state["key"])
+        return mx.random.categorical(logprobs * (1 / temp), key=sub)
+
+    return sampler
+
+
+class Metrics:
+    """Counters for /metrics; written by the engine thread, read by the loop."""
+
+    TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+    def __init__(self):
+        self.requests = 0
+        self.requests_failed = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.ttft_counts = [0] * (len(self.TTFT_BUCKETS) + 1)
+        self.ttft_sum = 0.0
+        self.ttft_n = 0
+        self.batch_size_sum = 0
+        self.batch_steps = 0
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    def observe_ttft(self, sec: float) -> None:
+        for i, b in enumerate(self.TTFT_BUCKETS):
+            if sec <= b:
+                self.ttft_counts[i] += 1
+                break
+        else:
+            self.ttft_counts[-1] += 1
+        self.ttft_sum += sec
+        self.ttft_n += 1
+
+
+class Engine:
+    """Owns the model, the BatchGenerator and the prefix cache, on one thread."""
+
+    def __init__(self, default: ModelTarget | None, *, max_tokens: int = 512, max_concurrency: int = 32,
+                 max_queue: int = 256, prefix_cache=None, idle_unload: float | None = None,
+                 load_fn: Callable[[Path], tuple[Any, Any]] | None = None):
+        self.default = default
+        self.max_tokens = max_tokens
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.prefix_cache = prefix_cache
+        self.idle_unload = idle_unload
+        self._load_fn = load_fn
+        self.metrics = Metrics()
+        self.state = "loading" if default else "idle"
+        self.load_error: str | None = None
+        self.current: ModelTarget | None = None
+        self.context_length: int | None = None
+        self._inbox: queue.Queue[RequestHandle] = queue.Queue()
+        self._waiting: list[RequestHandle] = []
+        self._seqs: dict[int, _Seq] = {}
+        self._stop = threading.Event()
+        self._interrupt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mlxk-engine", daemon=True)
+        self._model = self._tokenizer = self._bg = None
+        self._last_active = time.monotonic()
+
+    # --- loop side ---------------------------------------------------------------
+
+    @property
+    def active_sequences(self) -> int:
+        return len(self._seqs)
+
+    @property
+    def queued(self) -> int:
+        return self._inbox.qsize() + len(self._waiting)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, handle: RequestHandle) -> None:
+        if self._interrupt.is_set() or self._stop.is_set():
+            raise EngineError(503, "Server is shutting down", "server_error", code="shutting_down")
+        if self.queued >= self.max_queue:
+            raise EngineError(503, "Too many queued requests, retry later", "server_error", code="queue_full")
+        self._inbox.put(handle)
+
+    def interrupt_all(self) -> None:
+        """Shutdown, first phase: every running and queued stream gets an interrupt event."""
+        self._interrupt.set()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._interrupt.set()
+        self._stop.set()
+        self._inbox.put(None)  # type: ignore[arg-type]
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # --- engine thread -------------------------------------------------------------
+
+    def _load(self, target: ModelTarget) -> None:
+        import mlx.core as mx
+
+        self.state = "loading"
+        self._unload()
+        try:
+            if self._load_fn is not None:
+                model, tokenizer = self._load_fn(target.path)
+            else:
+                from mlx_lm.utils import load
+
+                model, tokenizer = load(str(target.path))
+        except Exception as exc:  # reported on /health and to the request
+            self.state = "failed"
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.error("loading %s failed: %s", target.name, self.load_error)
+            raise EngineError(500, f"Model '{target.name}' failed to load: {exc}", "server_error") from exc
+        from mlx_lm.generate import BatchGenerator
+
+        self._model, self._tokenizer, self.current = model, tokenizer, target
+        args = getattr(model, "args", None)
+        self.context_length = _context_length(target.path, args)
+        self._bg = BatchGenerator(model, max_tokens=self.max_tokens, completion_batch_size=self.max_concurrency,
+                                  prefill_batch_size=min(8, self.max_concurrency), prefill_step_size=512,
+                                  stream=mx.default_stream(mx.default_device()))
+        self.state, self.load_error = "ready", None
+        log.info("model %s loaded (context %s)", target.name, self.context_length)
+
+    def _unload(self) -> None:
+        if self._bg is None and self._model is None:
+            return
+        import gc
+
+        import mlx.core as mx
+
+        if self._bg is not None:
+            self._bg.close()
+        if self.prefix_cache is not None:
+            self.prefix_cache.flush()
+        self._bg = self._model = self._tokenizer = None
+        self.current = None
+        gc.collect()
+        mx.clear_cache()
+
+    def _run(self) -> None:
+        import mlx.core as mx
+
+        with mx.stream(mx.default_stream(mx.default_device())):
+            try:
+                if self.default is not None:
+                    try:
+                        self._load(self.default)
+                    except EngineError:
+                        pass
+                while not self._stop.is_set():
+                    if self._interrupt.is_set():
+                        self._interrupt_everything()
+                        self._stop.wait(0.05)
+                        continue
+                    self._admit()
+                    self._drop_cancelled()
+                    if self._seqs:
+                        self._step()
+                        self._last_active = time.monotonic()
+                    elif self.idle_unload and self._bg is not None and not self._waiting \
+                            and time.monotonic() - self._last_active > self.idle_unload:
+                        log.info("idle for %ss: unloading %s", self.idle_unload, self.current.name if self.current else "")
+                        self._unload()
+                        self.state = "idle"
+            except Exception:  # the thread must not die silently
+                log.exception("engine thread crashed")
+                self.state = "failed"
+                self.load_error = "engine thread crashed"
+                for s in list(self._seqs.values()):
+                    s.handle.post(Event("error", error=EngineError(500, "Engine failure", "server_error")))
+                self._seqs.clear()
+            finally:
+                self._interrupt_everything()
+                if self.prefix_cache is not None:
+                    self.prefix_cache.close()
+
+    def _interrupt_everything(self) -> None:
+        for s in list(self._seqs.values()):
+            self._flush_text(s, final=True)
+            s.handle.post(Event("interrupt", usage=s.usage, model=self._name()))
+        if self._seqs and self._bg is not None:
+            self._bg.remove(list(self._seqs))
+        self._seqs.clear()
+        pending = list(self._waiting)
+        self._waiting.clear()
+        while True:
+            try:
+                h = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if h is not None:
+                pending.append(h)
+        for h in pending:
+            h.post(Event("error", error=EngineError(503, "Server is shutting down", "server_error", code="shutting_down")))
+
+    def _name(self) -> str:
+        return self.current.name if self.current else ""
+
+    def _admit(self) -> None:
+        block = not self._seqs and not self._waiting
+        try:
+            h = self._inbox.get(timeout=0.1) if block else self._inbox.get_nowait()
+            while True:
+                if h is not None:
+                    self._waiting.append(h)
+                h = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+        while self._waiting and len(self._seqs) < self.max_concurrency:
+            h = self._waiting[0]
+            if h.cancelled:
+                self._waiting.pop(0)
+                continue
+            target = h.request.target
+            if target is not None and (self.current is None or target.key != self.current.key):
+                if self._seqs:  # drain the batch before switching models
+                    return
+                try:
+                    self._load(target)
+                except EngineError as err:
+                    self._waiting.pop(0)
+                    h.post(Event("error", error=err))
+                    continue
+            elif self._bg is None:
+                if self.default is None:
+                    self._waiting.pop(0)
+                    h.post(Event("error", error=EngineError(400, "No model loaded: name one in 'model'", param="model")))
+                    continue
+                try:
+                    self._load(self.default)
+                except EngineError as err:
+                    self._waiting.pop(0)
+                    h.post(Event("error", error=err))
+                    continue
+            self._waiting.pop(0)
+            try:
+                self._insert(h)
+            except EngineError as err:
+                self.metrics.requests_failed += 1
+                h.post(Event("error", error=err))
+            except Exception as exc:
+                log.exception("request failed")
+                self.metrics.requests_failed += 1
+                h.post(Event("error", error=EngineError(500, f"{type(exc).__name__}: {exc}", "server_error")))
+
+    def _tokenize(self, req: GenerationRequest) -> list[int]:
+        tok = self._tokenizer
+        if req.messages is not None:
+            messages = []
+            for m in req.messages:
+                msg = dict(m)
+                msg["content"] = _text_of(m.get("content"))
+                messages.append(msg)
+            if getattr(tok, "has_chat_template", False) or getattr(tok, "chat_template", None):
+                kwargs = {"tools": req.tools} if req.tools else {}
+                out = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kwargs)
+                if isinstance(out, dict) or hasattr(out, "input_ids"):
+                    out = out["input_ids"]
+                return list(out)
+            from mlx_lm.server import convert_chat
+
+            return list(tok.encode(convert_chat(messages)))
+        if isinstance(req.prompt, list):
+            return [int(t) for t in req.prompt]
+        return list(tok.encode(req.prompt or ""))
+
+    def _insert(self, h: RequestHandle) -> None:
+        from mlx_lm.generate import make_stop_sequences
+        from mlx_lm.sample_utils import greedy_sampler, make_sampler
+
+        req, p = h.request, h.request.params
+        prompt = self._tokenize(req)
+        if not prompt:
+            raise EngineError(400, "The prompt is empty", param=req.prompt_field)
+        vocab = getattr(getattr(self._model, "args", None), "vocab_size", None)
+        if vocab and any(t < 0 or t >= vocab for t in prompt):
+            raise EngineError(400, f"Prompt token ids must be in [0, {vocab})", param=req.prompt_field)
+        ctx = self.context_length
+        if ctx and len(prompt) >= ctx:
+            raise EngineError(400, f"This model's maximum context length is {ctx} tokens, but the prompt has "
+                                   f"{len(prompt)} tokens", param=req.prompt_field, code="context_length_exceeded")
+        max_tokens = p.max_tokens or self.max_tokens
+        if ctx:
+            max_tokens = max(1, min(max_tokens, ctx - len(prompt)))
+        if p.temperature <= 0:
+            sampler = greedy_sampler
+        elif p.seed is not None:
+            sampler = _seeded_sampler(p.temperature, p.top_p, p.min_p, p.top_k, p.seed)
+        else:
+            sampler = make_sampler(p.temperature, top_p=p.top_p, min_p=p.min_p, top_k=p.top_k)
+        cache, cached = None, 0
+        if self.prefix_cache is not None:
+            cache, cached = self.prefix_cache.fetch(self.current.key, prompt, self._model)
+            if cached:
+                self.metrics.cache_hits += 1
+            else:
+                self.metrics.cache_misses += 1
+        segments = [prompt[cached:]]
+        if self.prefix_cache is not None:
+            segments = self.prefix_cache.segments(prompt, cached, req, self._tokenizer)
+        (uid,) = self._bg.insert_segments(
+            segments=[segments], max_tokens=[max_tokens], caches=[cache] if cache is not None else None,
+            all_tokens=[prompt[:cached]], samplers=[sampler], logits_processors=[[]],
+            stop_sequences=[make_stop_sequences(self._tokenizer)],
+        )
+        usage = Usage(prompt_tokens=len(prompt), cached_tokens=cached)
+        self._seqs[uid] = _Seq(h, uid, self._tokenizer.detokenizer, [s for s in p.stop if s], usage,
+                               p.logprobs, p.top_logprobs, prompt)
+        self.metrics.requests += 1
+        self.metrics.prompt_tokens += len(prompt)
+        h.post(Event("start", usage=usage, model=self._name()))
+
+    def _drop_cancelled(self) -> None:
+        gone = [uid for uid, s in self._seqs.items() if s.handle.cancelled]
+        if gone:
+            self._bg.remove(gone)
+            for uid in gone:
+                del self._seqs[uid]
+
+    def _step(self) -> None:
+        prompt_resps, gen_resps = self._bg.next()
+        if self.prefix_cache is not None:
+            ends = [r.uid for r in prompt_resps if r.end_of_segment and not r.end_of_prompt and r.uid in self._seqs]
+            if ends:
+                for uid, (cache, toks) in self._bg.extract_cache(ends).items():
+                    self.prefix_cache.store(self.current.key, list(toks), cache)
+        if gen_resps:
+            self.metrics.batch_steps += 1
+            self.metrics.batch_size_sum += len(gen_resps)
+        finished: list[int] = []
+        for r in gen_resps:
+            s = self._seqs.get(r.uid)
+            if s is None or s.done:
+                continue
+            if s.first_token_at is None:
+                s.first_token_at = time.monotonic()
+                self.metrics.observe_ttft(s.first_token_at - s.handle.submitted)
+            s.usage.completion_tokens += 1
+            self.metrics.completion_tokens += 1
+            if r.finish_reason != "stop":
+                s.detok.add_token(r.token)
+            if r.finish_reason is not None:
+                s.detok.finalize()
+            s.buf += s.detok.last_segment
+            if s.logprobs:
+                s.lp_buf.append(self._logprob(r.token, r.logprobs, s.top_logprobs))
+            reason = r.finish_reason
+            if s.stops:
+                hit = min((i for i in (s.buf.find(w) for w in s.stops) if i >= 0), default=-1)
+                if hit >= 0:
+                    s.buf = s.buf[:hit]
+                    reason = "stop"
+                    if r.finish_reason is None:
+                        finished.append(r.uid)
+            if reason is not None:
+                self._flush_text(s, final=True)
+                s.done = True
+                s.handle.post(Event("finish", finish_reason=reason, usage=s.usage, model=self._name()))
+                if r.finish_reason is not None and self.prefix_cache is not None and r.prompt_cache is not None:
+                    self.prefix_cache.store(self.current.key, list(r.all_tokens), r.prompt_cache)
+                self._seqs.pop(r.uid, None)
+            else:
+                self._flush_text(s, final=False)
+        if finished:
+            self._bg.remove(finished)
+
+    def _flush_text(self, s: _Seq, final: bool) -> None:
+        keep = 0 if final else max((len(w) for w in s.stops), default=1) - 1
+        cut = len(s.buf) - keep
+        if cut <= 0 and not (final and s.lp_buf):
+            return
+        text, s.buf = s.buf[:max(cut, 0)], s.buf[max(cut, 0):]
+        lps, s.lp_buf = (s.lp_buf or None), []
+        if text or lps:
+            s.handle.post(Event("delta", text=text, logprobs=lps))
+
+    def _logprob(self, token: int, logprobs, top_n: int) -> TokenLogprob:
+        import mlx.core as mx
+
+        tok = self._tokenizer
+        top: list[tuple[str, float]] = []
+        if top_n > 0:
+            idx = mx.argpartition(-logprobs, kth=top_n - 1)[:top_n]
+            vals = logprobs[idx].tolist()
+            ids = idx.tolist()
+            pairs = sorted(zip(ids, vals), key=lambda x: -x[1])
+            top = [(tok.decode([i]), v) for i, v in pairs]
+        return TokenLogprob(tok.decode([token]), logprobs[token].item(), top)
+
+
+def _context_length(path: Path, args: Any) -> int | None:
+    import json
+
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        cfg = {}
+    cfg = {**cfg, **(cfg.get("text_config") or {})}
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "context_length"):
+        if isinstance(cfg.get(key), int):
+            return cfg[key]
+    return getattr(args, "max_position_embeddings", None)

@@ -1,0 +1,1 @@
+"""``mlxk serve``: the OpenAI-compatible server, its protocol adapters and its supervisor."""

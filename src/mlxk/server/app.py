@@ -1,0 +1,252 @@
+"""The HTTP app (Starlette): routing, auth, model selection, /health, /metrics.
+
+Protocol adapters (openai_api, later anthropic/gemini) turn bodies into engine requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from mlxk.engine.batch import Engine, EngineError, ModelTarget, RequestHandle
+from mlxk.server import openai_api
+
+log = logging.getLogger("mlxk.server")
+MAX_BODY = 16 * 1024 * 1024
+
+
+@dataclass
+class ServerConfig:
+    model_spec: str | None = None
+    api_key: str | None = None
+    allow: list[str] = field(default_factory=list)
+    max_tokens: int = 4096
+
+
+def display_name(spec: str, ref) -> str:
+    """Never an absolute path: workspace models are shown by their folder name."""
+    if ref.cached:
+        return ref.name
+    return Path(spec).expanduser().resolve().name
+
+
+def resolve_target(spec: str) -> ModelTarget:
+    """A runnable model for ``spec`` or EngineError 404 with the reason."""
+    from mlxk.contract import MlxkError
+    from mlxk.inspection.model_object import inspect
+    from mlxk.store.names import resolve
+
+    try:
+        ref = resolve(spec)
+    except MlxkError as err:
+        raise EngineError(404, f"The model '{spec}' does not exist: {err.message}", param="model",
+                          code="model_not_found") from err
+    info = inspect(ref)
+    if not info.healthy or not info.runtime_compatible or info.framework != "MLX" or ref.path is None:
+        reason = info.reason or info.health_reason or f"framework {info.framework} is not runnable"
+        raise EngineError(404, f"The model '{spec}' is not runnable: {reason}", param="model", code="model_not_runnable")
+    return ModelTarget(key=str(Path(ref.path).resolve()), path=Path(ref.path), name=display_name(spec, ref))
+
+
+class ServeState:
+    def __init__(self, engine: Engine, config: ServerConfig):
+        self.engine = engine
+        self.config = config
+        self.started = time.time()
+        self.shutting_down = False
+        self._targets: dict[str, ModelTarget] = {}
+
+    def target_for(self, requested: Any) -> ModelTarget | None:
+        eng = self.engine
+        if requested is not None and not isinstance(requested, str):
+            raise EngineError(400, "'model' must be a string", param="model")
+        default = eng.default
+        if not requested or (default and requested in (default.name, self.config.model_spec)):
+            if default is None:
+                raise EngineError(400, "No default model: name one in 'model'", param="model")
+            return None
+        if requested in self._targets:
+            return self._targets[requested]
+        target = resolve_target(requested)
+        if default and target.key == default.key:
+            return None
+        if self.config.allow and not any(requested == a or target.name == a for a in self.config.allow):
+            raise EngineError(404, f"The model '{requested}' is not allowed on this server (see --allow)",
+                              param="model", code="model_not_allowed")
+        self._targets[requested] = target
+        return target
+
+
+def _err(err: EngineError, headers: dict | None = None) -> JSONResponse:
+    headers = dict(headers or {})
+    if err.status == 503:
+        headers.setdefault("Retry-After", "2")
+    return JSONResponse(openai_api.error_body(err), status_code=err.status, headers=headers)
+
+
+def build_app(state: ServeState) -> Starlette:
+    async def auth(request: Request) -> None:
+        key = state.config.api_key
+        if key and request.headers.get("authorization", "") != f"Bearer {key}":
+            raise EngineError(401, "Incorrect API key provided", param=None, code="invalid_api_key")
+
+    async def body_of(request: Request) -> dict:
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            raise EngineError(413, f"Request body larger than {MAX_BODY} bytes", code="request_too_large")
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise EngineError(400, f"Malformed JSON body: {exc}", code="invalid_json") from exc
+        if not isinstance(body, dict):
+            raise EngineError(400, "The JSON body must be an object", code="invalid_json")
+        return body
+
+    async def generate(request: Request, kind: str) -> Response:
+        try:
+            await auth(request)
+            if state.shutting_down:
+                raise EngineError(503, "Server is shutting down", "server_error", code="shutting_down")
+            body = await body_of(request)
+            cap = state.config.max_tokens
+            gen = openai_api.parse_chat(body, cap) if kind == "chat" else openai_api.parse_completion(body, cap)
+            gen.target = state.target_for(body.get("model"))
+            stream = body.get("stream", False)
+            if not isinstance(stream, bool):
+                raise EngineError(400, "'stream' must be a boolean", param="stream")
+            opts = body.get("stream_options") or {}
+            if not isinstance(opts, dict):
+                raise EngineError(400, "'stream_options' must be an object", param="stream_options")
+            handle = RequestHandle(asyncio.get_running_loop(), gen)
+            state.engine.submit(handle)
+        except EngineError as err:
+            return _err(err)
+        try:
+            first = await handle.next()
+        except asyncio.CancelledError:
+            handle.cancel()
+            raise
+        if first.kind == "error":
+            return _err(first.error)
+        if first.kind == "interrupt":
+            return _err(openai_api.INTERRUPT_ERROR)
+        fmt = openai_api.Formatter(kind, first.model or "")
+        if stream:
+            return StreamingResponse(openai_api.stream_events(handle, fmt, bool(opts.get("include_usage"))),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        status, payload = await openai_api.collect(handle, fmt, gen.params.logprobs)
+        return JSONResponse(payload, status_code=status, headers={"Retry-After": "2"} if status == 503 else None)
+
+    async def chat(request: Request) -> Response:
+        return await generate(request, "chat")
+
+    async def completions(request: Request) -> Response:
+        return await generate(request, "completion")
+
+    async def models(request: Request) -> Response:
+        try:
+            await auth(request)
+        except EngineError as err:
+            return _err(err)
+        data = await asyncio.to_thread(list_runnable, state)
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(request: Request) -> Response:
+        eng = state.engine
+        pc = eng.prefix_cache
+        status = "shutting_down" if state.shutting_down else eng.state
+        body = {
+            "status": "ok" if status in ("ready", "idle") else status,
+            "model": eng.current.name if eng.current else (eng.default.name if eng.default else None),
+            "active_sequences": eng.active_sequences,
+            "queued": eng.queued,
+            "prefix_cache_files": pc.disk_files if pc else 0,
+            "prefix_cache_bytes": pc.disk_bytes if pc else 0,
+            "prefix_cache_hits": eng.metrics.cache_hits,
+            "prefix_cache_misses": eng.metrics.cache_misses,
+            "uptime": round(time.time() - state.started, 3),
+        }
+        if eng.load_error:
+            body["error"] = eng.load_error
+        code = 200 if body["status"] == "ok" else 503
+        return JSONResponse(body, status_code=code, headers={"Retry-After": "2"} if code == 503 else None)
+
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(render_metrics(state), media_type="text/plain; version=0.0.4")
+
+    async def not_found(request: Request, exc) -> Response:
+        return _err(EngineError(404, f"Unknown path {request.url.path}", code="not_found"))
+
+    async def bad_method(request: Request, exc) -> Response:
+        return _err(EngineError(405, f"Method {request.method} not allowed on {request.url.path}", code="method_not_allowed"))
+
+    routes = [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/completions", completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
+
+
+def list_runnable(state: ServeState) -> list[dict]:
+    from mlxk.engine.batch import _context_length
+    from mlxk.ops.listing import inspect_all
+
+    out: dict[str, dict] = {}
+    eng = state.engine
+    for target in [t for t in (eng.default, eng.current) if t is not None]:
+        out[target.name] = {"id": target.name, "object": "model", "created": int(state.started), "owned_by": "mlxk",
+                            "context_length": _context_length(target.path, None)}
+    try:
+        found = inspect_all()
+    except Exception:  # the cache may be unreadable; the loaded model still counts
+        found = []
+    for info in found:
+        if not (info.healthy and info.runtime_compatible and info.framework == "MLX" and info.ref.path):
+            continue
+        name = info.ref.name
+        if state.config.allow and name not in state.config.allow:
+            continue
+        created = int(info.ref.snapshot.last_modified) if info.ref.snapshot else int(state.started)
+        out.setdefault(name, {"id": name, "object": "model", "created": created, "owned_by": name.split("/")[0],
+                              "context_length": _context_length(info.ref.path, None)})
+    return list(out.values())
+
+
+def render_metrics(state: ServeState) -> str:
+    eng, m = state.engine, state.engine.metrics
+    lines = [
+        "# TYPE mlxk_requests_total counter", f"mlxk_requests_total {m.requests}",
+        "# TYPE mlxk_requests_failed_total counter", f"mlxk_requests_failed_total {m.requests_failed}",
+        "# TYPE mlxk_prompt_tokens_total counter", f"mlxk_prompt_tokens_total {m.prompt_tokens}",
+        "# TYPE mlxk_completion_tokens_total counter", f"mlxk_completion_tokens_total {m.completion_tokens}",
+        "# TYPE mlxk_active_sequences gauge", f"mlxk_active_sequences {eng.active_sequences}",
+        "# TYPE mlxk_queued_requests gauge", f"mlxk_queued_requests {eng.queued}",
+        "# TYPE mlxk_batch_size_avg gauge",
+        f"mlxk_batch_size_avg {m.batch_size_sum / m.batch_steps if m.batch_steps else 0:.3f}",
+        "# TYPE mlxk_prefix_cache_hits_total counter", f"mlxk_prefix_cache_hits_total {m.cache_hits}",
+        "# TYPE mlxk_prefix_cache_misses_total counter", f"mlxk_prefix_cache_misses_total {m.cache_misses}",
+        "# TYPE mlxk_ttft_seconds histogram",
+    ]
+    cum = 0
+    for b, c in zip(m.TTFT_BUCKETS, m.ttft_counts):
+        cum += c
+        lines.append(f'mlxk_ttft_seconds_bucket{{le="{b}"}} {cum}')
+    lines.append(f'mlxk_ttft_seconds_bucket{{le="+Inf"}} {m.ttft_n}')
+    lines += [f"mlxk_ttft_seconds_sum {m.ttft_sum:.6f}", f"mlxk_ttft_seconds_count {m.ttft_n}"]
+    return "\n".join(lines) + "\n"

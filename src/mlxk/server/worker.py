@@ -1,0 +1,106 @@
+"""The server process (run by the supervisor): engine thread + Starlette app under uvicorn.
+
+Signals: the first SIGINT/SIGTERM interrupts every running stream (each gets the interrupt
+marker and ``[DONE]``), stops accepting and exits 0; uvicorn force-exits on a second one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _setup_blas() -> None:
+    try:  # the run engine's BLAS setup, when it exists, must come before mlx is imported
+        from mlxk.engine import blas  # type: ignore[attr-defined]
+    except ImportError:
+        return
+    for name in ("setup", "configure", "init"):
+        fn = getattr(blas, name, None)
+        if callable(fn):
+            fn()
+            return
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"ts": record.created, "level": record.levelname, "logger": record.name,
+                           "msg": record.getMessage()})
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mlxk-serve-worker")
+    p.add_argument("--model")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-tokens", type=int, default=4096)
+    p.add_argument("--api-key")
+    p.add_argument("--allow", nargs="*", default=[])
+    p.add_argument("--idle-unload", type=float)
+    p.add_argument("--prefix-cache-dir")
+    p.add_argument("--prefix-cache-bytes", type=int)
+    p.add_argument("--no-prefix-cache", action="store_true")
+    p.add_argument("--max-concurrency", type=int, default=32)
+    p.add_argument("--log-json", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if args.log_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    log = logging.getLogger("mlxk.server")
+    _setup_blas()
+
+    import uvicorn
+
+    from mlxk.engine.batch import Engine, EngineError
+    from mlxk.server.app import ServerConfig, ServeState, build_app, resolve_target
+
+    target = None
+    if args.model:
+        try:
+            target = resolve_target(args.model)
+        except EngineError as err:
+            log.error("%s", err.message)
+            return 2
+    prefix_cache = None
+    if not args.no_prefix_cache:
+        try:
+            from mlxk.engine.prefix_cache import PrefixCache
+        except ImportError:
+            PrefixCache = None  # type: ignore[assignment]
+        if PrefixCache is not None:
+            prefix_cache = PrefixCache.from_options(args.prefix_cache_dir, args.prefix_cache_bytes)
+    engine = Engine(target, max_tokens=args.max_tokens, max_concurrency=args.max_concurrency,
+                    max_queue=max(64, 8 * args.max_concurrency), prefix_cache=prefix_cache,
+                    idle_unload=args.idle_unload)
+    state = ServeState(engine, ServerConfig(args.model, args.api_key, list(args.allow or []), args.max_tokens))
+    app = build_app(state)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):  # first signal: interrupt streams, then uvicorn's graceful exit
+            if not state.shutting_down:
+                log.info("shutting down: interrupting %d stream(s)", engine.active_sequences)
+                state.shutting_down = True
+                engine.interrupt_all()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=3, lifespan="off")
+    server = Server(config)
+    engine.start()
+    log.info("serving on http://%s:%d (model: %s)", args.host, args.port, target.name if target else "none")
+    try:
+        server.run()
+    finally:
+        engine.stop(timeout=1.5)
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
