@@ -235,6 +235,10 @@ class Engine:
     def queued(self) -> int:
         return self._inbox.qsize() + len(self._waiting)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def start(self) -> None:
         self._thread.start()
 

@@ -7,9 +7,13 @@ marker and ``[DONE]``), stops accepting and exits 0; uvicorn force-exits on a se
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 
 
 def _setup_blas() -> None:
@@ -89,6 +93,18 @@ def main(argv: list[str] | None = None) -> int:
                 engine.interrupt_all()
             super().handle_exit(sig, frame)
 
+        @contextlib.contextmanager
+        def capture_signals(self):  # like uvicorn's, without re-raising the signal at exit: we exit 0
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            old = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, h in old.items():
+                    signal.signal(s, h)
+
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=3, lifespan="off")
     server = Server(config)
@@ -97,10 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.run()
     finally:
-        engine.stop(timeout=1.5)
-    log.info("stopped")
+        engine.stop(timeout=2.0)
+    log.info("stopped%s", " (engine thread still busy)" if engine.alive else "")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    # MLX's native threads can abort a normal interpreter teardown ("terminate called
+    # without an active exception"); everything is flushed by now, so leave directly.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
