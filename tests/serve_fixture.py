@@ -93,6 +93,8 @@ class ServerProc:
         hf_home = tmp / "hf_home"
         hf_home.mkdir(exist_ok=True)
         full_env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", **(env or {})}
+        if "--prefix-cache-dir" not in extra and "--no-prefix-cache" not in extra:
+            extra = (*extra, "--prefix-cache-dir", str(tmp / "prefix-cache"))
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlxk", "serve", "--model", str(model), "--port", str(self.port), *extra],

@@ -219,6 +219,7 @@ class Engine:
         self._inbox: queue.Queue[RequestHandle] = queue.Queue()
         self._waiting: list[RequestHandle] = []
         self._seqs: dict[int, _Seq] = {}
+        self._loading: list = []  # (handle, prompt, bounds, PendingLoad) waiting for a disk read
         self._stop = threading.Event()
         self._interrupt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlxk-engine", daemon=True)
@@ -322,6 +323,8 @@ class Engine:
                         self._stop.wait(0.05)
                         continue
                     self._admit()
+                    if self._loading:
+                        self._finish_loads()
                     self._drop_cancelled()
                     if self._seqs:
                         self._step()
@@ -350,8 +353,9 @@ class Engine:
         if self._seqs and self._bg is not None:
             self._bg.remove(list(self._seqs))
         self._seqs.clear()
-        pending = list(self._waiting)
+        pending = list(self._waiting) + [x[0] for x in self._loading]
         self._waiting.clear()
+        self._loading.clear()
         while True:
             try:
                 h = self._inbox.get_nowait()
@@ -368,7 +372,7 @@ class Engine:
     def _admit(self) -> None:
         block = not self._seqs and not self._waiting
         try:
-            h = self._inbox.get(timeout=0.1) if block else self._inbox.get_nowait()
+            h = self._inbox.get(timeout=0.005 if self._loading else 0.1) if block else self._inbox.get_nowait()
             while True:
                 if h is not None:
                     self._waiting.append(h)
@@ -412,7 +416,8 @@ class Engine:
                 self.metrics.requests_failed += 1
                 h.post(Event("error", error=EngineError(500, f"{type(exc).__name__}: {exc}", "server_error")))
 
-    def _tokenize(self, req: GenerationRequest) -> list[int]:
+    def _tokenize(self, req: GenerationRequest) -> tuple[list[int], list[int]]:
+        """Prompt tokens and snapshot boundaries (end of the system prompt, of the conversation)."""
         tok = self._tokenizer
         if req.messages is not None:
             messages = []
@@ -422,23 +427,38 @@ class Engine:
                 messages.append(msg)
             if getattr(tok, "has_chat_template", False) or getattr(tok, "chat_template", None):
                 kwargs = {"tools": req.tools} if req.tools else {}
-                out = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **kwargs)
-                if isinstance(out, dict) or hasattr(out, "input_ids"):
-                    out = out["input_ids"]
-                return list(out)
+
+                def render(msgs, gen):
+                    out = tok.apply_chat_template(msgs, add_generation_prompt=gen, tokenize=True, **kwargs)
+                    if isinstance(out, dict) or hasattr(out, "input_ids"):
+                        out = out["input_ids"]
+                    return list(out)
+
+                prompt = render(messages, True)
+                bounds = []
+                if self.prefix_cache is not None:
+                    n_sys = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
+                    probes = [messages]
+                    if 0 < n_sys < len(messages):
+                        probes.insert(0, messages[:n_sys] + [{"role": "user", "content": ""}])
+                    for probe in probes:
+                        try:
+                            bounds.append(_common_prefix(render(probe, False), prompt))
+                        except Exception:  # templates that reject a probe: no boundary there
+                            pass
+                return prompt, bounds
             from mlx_lm.server import convert_chat
 
-            return list(tok.encode(convert_chat(messages)))
+            return list(tok.encode(convert_chat(messages))), []
         if isinstance(req.prompt, list):
-            return [int(t) for t in req.prompt]
-        return list(tok.encode(req.prompt or ""))
+            return [int(t) for t in req.prompt], []
+        return list(tok.encode(req.prompt or "")), []
 
     def _insert(self, h: RequestHandle) -> None:
-        from mlx_lm.generate import make_stop_sequences
-        from mlx_lm.sample_utils import greedy_sampler, make_sampler
+        from mlxk.engine.prefix_cache import PendingLoad
 
-        req, p = h.request, h.request.params
-        prompt = self._tokenize(req)
+        req = h.request
+        prompt, bounds = self._tokenize(req)
         if not prompt:
             raise EngineError(400, "The prompt is empty", param=req.prompt_field)
         vocab = getattr(getattr(self._model, "args", None), "vocab_size", None)
@@ -448,6 +468,35 @@ class Engine:
         if ctx and len(prompt) >= ctx:
             raise EngineError(400, f"This model's maximum context length is {ctx} tokens, but the prompt has "
                                    f"{len(prompt)} tokens", param=req.prompt_field, code="context_length_exceeded")
+        if self.prefix_cache is None:
+            return self._launch(h, prompt, bounds, None, 0)
+        found = self.prefix_cache.fetch(self.current.key, prompt)
+        if isinstance(found, PendingLoad):  # read on the I/O thread; decoding goes on meanwhile
+            self._loading.append((h, prompt, bounds, found))
+            return None
+        return self._launch(h, prompt, bounds, *found)
+
+    def _finish_loads(self) -> None:
+        ready = [x for x in self._loading if x[3].done() or x[0].cancelled]
+        if not ready:
+            return
+        self._loading = [x for x in self._loading if x not in ready]
+        for h, prompt, bounds, pending in ready:
+            if h.cancelled:
+                continue
+            cache, cached = self.prefix_cache.finish_load(pending, self.current.key, prompt)
+            try:
+                self._launch(h, prompt, bounds, cache, cached)
+            except Exception as exc:
+                log.exception("request failed")
+                h.post(Event("error", error=EngineError(500, f"{type(exc).__name__}: {exc}", "server_error")))
+
+    def _launch(self, h: RequestHandle, prompt: list[int], bounds: list[int], cache, cached: int) -> None:
+        from mlx_lm.generate import make_stop_sequences
+        from mlx_lm.sample_utils import greedy_sampler, make_sampler
+
+        p = h.request.params
+        ctx = self.context_length
         max_tokens = p.max_tokens or self.max_tokens
         if ctx:
             max_tokens = max(1, min(max_tokens, ctx - len(prompt)))
@@ -457,16 +506,14 @@ class Engine:
             sampler = _seeded_sampler(p.temperature, p.top_p, p.min_p, p.top_k, p.seed)
         else:
             sampler = make_sampler(p.temperature, top_p=p.top_p, min_p=p.min_p, top_k=p.top_k)
-        cache, cached = None, 0
         if self.prefix_cache is not None:
-            cache, cached = self.prefix_cache.fetch(self.current.key, prompt, self._model)
             if cached:
                 self.metrics.cache_hits += 1
             else:
                 self.metrics.cache_misses += 1
-        segments = [prompt[cached:]]
-        if self.prefix_cache is not None:
-            segments = self.prefix_cache.segments(prompt, cached, req, self._tokenizer)
+            segments = self.prefix_cache.segments(prompt, cached, bounds)
+        else:
+            segments = [prompt]
         (uid,) = self._bg.insert_segments(
             segments=[segments], max_tokens=[max_tokens], caches=[cache] if cache is not None else None,
             all_tokens=[prompt[:cached]], samplers=[sampler], logits_processors=[[]],
@@ -492,7 +539,7 @@ class Engine:
             ends = [r.uid for r in prompt_resps if r.end_of_segment and not r.end_of_prompt and r.uid in self._seqs]
             if ends:
                 for uid, (cache, toks) in self._bg.extract_cache(ends).items():
-                    self.prefix_cache.store(self.current.key, list(toks), cache)
+                    self.prefix_cache.store(self.current.key, list(toks), cache, kind="user")
         if gen_resps:
             self.metrics.batch_steps += 1
             self.metrics.batch_size_sum += len(gen_resps)
@@ -555,6 +602,15 @@ class Engine:
             pairs = sorted(zip(ids, vals), key=lambda x: -x[1])
             top = [(tok.decode([i]), v) for i, v in pairs]
         return TokenLogprob(tok.decode([token]), logprobs[token].item(), top)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _context_length(path: Path, args: Any) -> int | None:

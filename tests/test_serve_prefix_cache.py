@@ -1,0 +1,99 @@
+"""Prefix cache: RAM hit, disk hit after a restart, corrupted snapshots removed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.serve_fixture import ServerProc
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx2")
+
+SYSTEM = " ".join(["You are a helpful assistant for local language models running on MLX."] * 12)
+
+
+def ask(srv: ServerProc, user: str):
+    client = openai.OpenAI(base_url=srv.base + "/v1", api_key="x", max_retries=0, timeout=60)
+    r = client.chat.completions.create(model=client.models.list().data[0].id, temperature=0, max_tokens=12,
+                                       messages=[{"role": "system", "content": SYSTEM},
+                                                 {"role": "user", "content": user}])
+    return r.choices[0].message.content, r.usage
+
+
+def wait_files(srv: ServerProc, n: int = 1, timeout: float = 10) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        h = httpx.get(srv.base + "/health").json()
+        if h["prefix_cache_files"] >= n:
+            return h
+        time.sleep(0.1)
+    raise AssertionError(f"no snapshot files: {h}\n{srv.log()}")
+
+
+@pytest.fixture(scope="module")
+def baseline(serve_model_dir, tmp_path_factory):
+    """Answers from a server without a prefix cache: what every cached answer must equal."""
+    srv = ServerProc(serve_model_dir, tmp_path_factory.mktemp("nocache"), "--no-prefix-cache").wait_ready()
+    try:
+        out = {u: ask(srv, u)[0] for u in ("First question?", "Second question?", "Third one?")}
+    finally:
+        srv.stop()
+    return out
+
+
+def test_ram_then_disk_then_corruption(serve_model_dir, tmp_path, baseline):
+    cache_dir = tmp_path / "pc"
+    srv = ServerProc(serve_model_dir, tmp_path, "--prefix-cache-dir", str(cache_dir)).wait_ready()
+    try:
+        text1, u1 = ask(srv, "First question?")
+        assert u1.prompt_tokens_details.cached_tokens == 0
+        assert text1 == baseline["First question?"]
+        text2, u2 = ask(srv, "Second question?")
+        assert u2.prompt_tokens_details.cached_tokens > 50  # the shared system prompt
+        assert text2 == baseline["Second question?"]
+        again, u3 = ask(srv, "First question?")
+        assert again == text1 and u3.prompt_tokens_details.cached_tokens >= u2.prompt_tokens_details.cached_tokens
+        h = wait_files(srv, 1)
+        assert h["prefix_cache_bytes"] > 0 and h["prefix_cache_hits"] >= 2
+    finally:
+        assert srv.stop() == 0
+    files = sorted(cache_dir.glob("*.safetensors"))
+    assert files and not list(cache_dir.glob("tmp-*"))
+
+    # mlx-lm's own loader reads our snapshots
+    from mlx_lm.models.cache import load_prompt_cache
+
+    cache, meta = load_prompt_cache(str(files[0]), return_metadata=True)
+    assert cache and int(meta["mlxk_ntokens"]) > 0
+
+    # after a restart the disk snapshot is used
+    srv = ServerProc(serve_model_dir, tmp_path, "--prefix-cache-dir", str(cache_dir)).wait_ready()
+    try:
+        text3, u = ask(srv, "Third one?")
+        assert u.prompt_tokens_details.cached_tokens > 50, srv.log()
+        assert text3 == baseline["Third one?"]
+    finally:
+        assert srv.stop() == 0
+
+    # corrupt every snapshot's data, and add a truncated file
+    files = sorted(cache_dir.glob("*.safetensors"))
+    for f in files:
+        raw = bytearray(f.read_bytes())
+        for j in range(len(raw) - 64, len(raw) - 32):
+            raw[j] ^= 0xFF
+        f.write_bytes(bytes(raw))
+    junk = cache_dir / ("0" * 40 + ".safetensors")
+    junk.write_bytes(files[0].read_bytes()[:100])
+    srv = ServerProc(serve_model_dir, tmp_path, "--prefix-cache-dir", str(cache_dir)).wait_ready()
+    try:
+        text4, u = ask(srv, "Second question?")
+        assert u.prompt_tokens_details.cached_tokens == 0
+        assert text4 == baseline["Second question?"]
+        wait_files(srv, 1)
+        log = srv.log()
+    finally:
+        srv.stop()
+    assert "unreadable" in log and not junk.exists()  # found by the startup scan
+    assert "unusable" in log  # the flipped snapshot failed its checksum when used, and was removed
