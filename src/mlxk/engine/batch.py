@@ -384,7 +384,7 @@ class Engine:
             if h.cancelled:
                 self._waiting.pop(0)
                 continue
-            target = h.request.target
+            target = h.request.target or self.default  # None: the preloaded model
             if target is not None and (self.current is None or target.key != self.current.key):
                 if self._seqs:  # drain the batch before switching models
                     return

@@ -121,6 +121,12 @@ def build_app(state: ServeState) -> Starlette:
             cap = state.config.max_tokens
             gen = openai_api.parse_chat(body, cap) if kind == "chat" else openai_api.parse_completion(body, cap)
             gen.target = state.target_for(body.get("model"))
+            eng = state.engine
+            if gen.target is None and eng.state == "loading":
+                raise EngineError(503, "The model is loading, retry shortly", "server_error", code="model_loading")
+            if gen.target is None and eng.state == "failed":
+                raise EngineError(503, f"The model failed to load: {eng.load_error}", "server_error",
+                                  code="model_load_failed")
             stream = body.get("stream", False)
             if not isinstance(stream, bool):
                 raise EngineError(400, "'stream' must be a boolean", param="stream")
