@@ -14,7 +14,7 @@ from typing import Sequence
 from mlxk.cli.base import Command
 from mlxk.contract import Envelope, MlxkError
 
-COMMAND_MODULES = ("mlxk.cli.cmd_manage", "mlxk.cli.cmd_serve")
+COMMAND_MODULES = ("mlxk.cli.cmd_manage", "mlxk.cli.cmd_serve", "mlxk.cli.cmd_hub")
 
 
 class ArgumentError(Exception):

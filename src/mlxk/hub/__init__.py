@@ -1,0 +1,1 @@
+"""The Hub side: pull (download into the cache), push (upload a workspace), clone (cache → workspace)."""
