@@ -180,6 +180,17 @@ def test_disconnect_frees_sequences(served, model_id):
     assert _health(served)["active_sequences"] == 0
 
 
+def test_non_stream_disconnect_frees_sequence(served, model_id):
+    body = {"model": model_id, "prompt": "Hello world", "max_tokens": 1900, "temperature": 0}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(served.base + "/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
+                   timeout=0.4)
+    deadline = time.time() + 5
+    while time.time() < deadline and _health(served)["active_sequences"]:
+        time.sleep(0.05)
+    assert _health(served)["active_sequences"] == 0
+
+
 # --- errors -------------------------------------------------------------------------------
 
 def test_bad_api_key(served, model_id):

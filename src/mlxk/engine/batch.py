@@ -37,6 +37,9 @@ class EngineError(Exception):
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 
 
+CANCELLED = EngineError(499, "The client went away", "invalid_request_error", code="cancelled")
+
+
 @dataclass
 class SamplingParams:
     max_tokens: int | None = None
@@ -277,9 +280,12 @@ class Engine:
                 model, tokenizer = load(str(target.path))
         except Exception as exc:  # reported on /health and to the request
             self.state = "failed"
-            self.load_error = f"{type(exc).__name__}: {exc}"
+            detail = str(exc)
+            for p in sorted({str(target.path), target.key, str(Path(target.path).expanduser())}, key=len, reverse=True):
+                detail = detail.replace(p, target.name)  # never an absolute path in an answer
+            self.load_error = f"{type(exc).__name__}: {detail}"
             log.error("loading %s failed: %s", target.name, self.load_error)
-            raise EngineError(500, f"Model '{target.name}' failed to load: {exc}", "server_error") from exc
+            raise EngineError(500, f"Model '{target.name}' failed to load: {self.load_error}", "server_error") from exc
         from mlx_lm.generate import BatchGenerator
 
         self._model, self._tokenizer, self.current = model, tokenizer, target
@@ -383,6 +389,7 @@ class Engine:
             h = self._waiting[0]
             if h.cancelled:
                 self._waiting.pop(0)
+                h.post(Event("error", error=CANCELLED))
                 continue
             target = h.request.target or self.default  # None: the preloaded model
             if target is not None and (self.current is None or target.key != self.current.key):
@@ -483,6 +490,7 @@ class Engine:
         self._loading = [x for x in self._loading if x not in ready]
         for h, prompt, bounds, pending in ready:
             if h.cancelled:
+                h.post(Event("error", error=CANCELLED))
                 continue
             cache, cached = self.prefix_cache.finish_load(pending, self.current.key, prompt)
             try:
@@ -531,7 +539,7 @@ class Engine:
         if gone:
             self._bg.remove(gone)
             for uid in gone:
-                del self._seqs[uid]
+                self._seqs.pop(uid).handle.post(Event("error", error=CANCELLED))
 
     def _step(self) -> None:
         prompt_resps, gen_resps = self._bg.next()

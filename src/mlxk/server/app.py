@@ -151,7 +151,18 @@ def build_app(state: ServeState) -> Starlette:
             return StreamingResponse(openai_api.stream_events(handle, fmt, bool(opts.get("include_usage"))),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        status, payload = await openai_api.collect(handle, fmt, gen.params.logprobs)
+        async def watch() -> None:  # a non-streaming client that goes away frees its sequence too
+            while True:
+                await asyncio.sleep(0.25)
+                if await request.is_disconnected():
+                    handle.cancel()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        try:
+            status, payload = await openai_api.collect(handle, fmt, gen.params.logprobs)
+        finally:
+            watcher.cancel()
         return JSONResponse(payload, status_code=status, headers={"Retry-After": "2"} if status == 503 else None)
 
     async def chat(request: Request) -> Response:
