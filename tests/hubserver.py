@@ -188,7 +188,7 @@ def build_app(state: HubState, base_url: list[str]) -> Starlette:
         url = f"{base_url[0]}/{repo_id}"
         if repo_id in state.repos:
             return JSONResponse({"error": "You already created this model repo", "url": url}, status_code=409)
-        state.add_repo(repo_id, private=bool(body.get("private")))
+        state.add_repo(repo_id, private=bool(body.get("private")) or body.get("visibility") == "private")
         return JSONResponse({"url": url, "name": repo_id, "id": repo_id})
 
     async def preupload(request: Request) -> Response:
