@@ -22,3 +22,19 @@ def hub(monkeypatch):
     yield server.state
     server.stop()
     assert not server.state.unimplemented, f"client called routes the test hub lacks: {server.state.unimplemented}"
+
+
+def run_json(*args, **kw):
+    """conftest.run_json, plus validation against the upstream 0.2.2 JSON schema."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from tests.conftest import run_json as _run_json
+
+    payload, rc = _run_json(*args, **kw)
+    schema_path = Path(__file__).resolve().parents[2] / "shared" / "spec" / "upstream-json-api-schema-0.2.2.json"
+    if schema_path.is_file():
+        jsonschema.validate(payload, json.loads(schema_path.read_text()))
+    return payload, rc

@@ -58,6 +58,7 @@ class HubState:
         self.unimplemented: list[str] = []
         self.throttle: dict[str, float] = {}  # file name -> seconds to sleep per 64 KiB chunk
         self.granted: set[str] = set()  # gated repos the token may read
+        self.page_size = 3  # tree listings come in pages of this many entries
         self._n = 0
 
     # --- test-side helpers ------------------------------------------------------
@@ -140,7 +141,14 @@ def build_app(state: HubState, base_url: list[str]) -> Starlette:
         if err:
             return err
         entries = [{"type": "file", "oid": git_blob_sha1(d), "size": len(d), "path": p} for p, d in sorted(c.files.items())]
-        return JSONResponse(entries)
+        # Paged like the Hub: a Link header with rel="next" until the listing is exhausted.
+        start = int(request.query_params.get("cursor", "0"))
+        page = entries[start:start + state.page_size]
+        headers = {}
+        if start + state.page_size < len(entries):
+            nxt = f"{base_url[0]}{request.url.path}?recursive=true&cursor={start + state.page_size}"
+            headers["Link"] = f'<{nxt}>; rel="next"'
+        return JSONResponse(page, headers=headers)
 
     async def resolve(request: Request) -> Response:
         repo, err = repo_or_error(request)

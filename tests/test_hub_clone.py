@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tests.cachebuilder import mlx_chat_files
-from tests.conftest import run_json
+from tests.hub_fixture import run_json
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -22,7 +22,7 @@ def test_clone_pulls_then_copies_and_leaves_cache_untouched(hub, isolated_hf_hom
     assert rc == 0, p
     d = p["data"]
     assert d["clone_status"] == "success" and d["model"] == "mlx-community/Clone-4bit"
-    assert d["expanded_name"] == "mlx-community/Clone-4bit" and d["health"] == "healthy"
+    assert d["expanded_name"] == "mlx-community/Clone-4bit" and d["health"] == "healthy" and d["health_check"] is True
     files = {str(f.relative_to(target)): f.read_bytes() for f in target.rglob("*") if f.is_file()}
     sentinel = json.loads(files.pop(".mlxk-clone.json"))
     assert files == hub.files("mlx-community/Clone-4bit")

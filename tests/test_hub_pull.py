@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.cachebuilder import mlx_chat_files
-from tests.conftest import run_json
+from tests.hub_fixture import run_json
 
 
 def snapshot_files(hf_home: Path, repo_id: str, commit: str) -> dict[str, bytes]:
@@ -164,3 +164,18 @@ def test_ctrl_c_stops_promptly_with_cancelled_envelope(hub, isolated_hf_home):
     hub.throttle.clear()
     p, rc = run_json("pull", "org/slow", "--force")
     assert rc == 0 and p["data"]["download_status"] == "success"
+
+
+def test_gated_with_access_pulls(hub):
+    hub.add_repo("org/gated-ok", mlx_chat_files(), gated=True)
+    hub.granted.add("org/gated-ok")
+    p, rc = run_json("pull", "org/gated-ok")
+    assert rc == 0 and p["data"]["download_status"] == "success"
+
+
+def test_test_hub_records_unimplemented_routes(hub):
+    import httpx2
+
+    r = httpx2.get(os.environ["HF_ENDPOINT"] + "/api/whoami-v2")
+    assert r.status_code == 501 and hub.unimplemented == ["GET /api/whoami-v2?"]
+    hub.unimplemented.clear()  # this test called it on purpose

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from tests.cachebuilder import mlx_chat_files
-from tests.conftest import run_json
+from tests.hub_fixture import run_json
 
 
 def make_ws(root: Path, files: dict[str, bytes]) -> Path:

@@ -152,5 +152,6 @@ def clone(spec: str, target: str) -> Envelope:
     return Envelope.success("clone", _data(
         ref.name, "success", target,
         f"Cloned {ref.name}@{(ref.commit or '')[:8]} to {target} ({method}; {health})", expanded,
-        commit=ref.commit, method=method, health=health, reason=result.health_reason,
+        commit=ref.commit, method=method, health_check=True, health=health,
+        **({"health_reason": result.health_reason} if result.health_reason else {}),
     ))
