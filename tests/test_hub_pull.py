@@ -179,3 +179,32 @@ def test_test_hub_records_unimplemented_routes(hub):
     r = httpx2.get(os.environ["HF_ENDPOINT"] + "/api/whoami-v2")
     assert r.status_code == 501 and hub.unimplemented == ["GET /api/whoami-v2?"]
     hub.unimplemented.clear()  # this test called it on purpose
+
+
+def test_progress_bar_on_a_terminal_only(hub):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    hub.add_repo("org/tty", mlx_chat_files())
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlxk", "pull", "org/tty"], stdin=slave, stdout=slave,
+                            stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=30)
+    os.close(master)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0
+    assert "Fetching 7 files" in text and "Successfully downloaded model org/tty" in text
