@@ -1,0 +1,1 @@
+"""Conversion: GGUF import, mlx_lm quantization, index repair."""
