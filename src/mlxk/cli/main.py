@@ -14,7 +14,13 @@ from typing import Sequence
 from mlxk.cli.base import Command
 from mlxk.contract import Envelope, MlxkError
 
-COMMAND_MODULES = ("mlxk.cli.cmd_manage", "mlxk.cli.cmd_serve", "mlxk.cli.cmd_hub")
+COMMAND_MODULES = (
+    "mlxk.cli.cmd_manage",
+    "mlxk.cli.cmd_run",
+    "mlxk.cli.cmd_convert",
+    "mlxk.cli.cmd_serve",
+    "mlxk.cli.cmd_hub",
+)
 
 
 class ArgumentError(Exception):

@@ -1,0 +1,149 @@
+"""``run`` (one-shot and interactive chat), ``convert``, ``demo`` and ``doctor``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlxk.cli import render
+from mlxk.cli.base import Command
+from mlxk.contract import Envelope, MlxkError
+
+
+def _cfg_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="name, org/name, name@hash or a workspace path")
+    p.add_argument("prompt", nargs="?", help="the prompt; '-' reads stdin; none starts a chat")
+    p.add_argument("--system", help="system prompt")
+    p.add_argument("--max-tokens", type=int, help="most tokens to generate (default 512)")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default: the model's generation_config, else 0)")
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--min-p", type=float)
+    p.add_argument("--repetition-penalty", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--no-chat-template", action="store_true", help="send the prompt as raw text")
+    p.add_argument("--no-stream", action="store_true", help="print the answer at the end")
+    p.add_argument("--verbose", "-v", action="store_true", help="prompt/generation speed and peak memory")
+
+
+def _request(args: argparse.Namespace):
+    from mlxk.ops.run import RunRequest
+
+    prompt = args.prompt
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise MlxkError("ValidationError", "--max-tokens must be at least 1")
+    if args.temperature is not None and args.temperature < 0:
+        raise MlxkError("ValidationError", "--temperature must not be negative")
+    return RunRequest(
+        model=args.model, prompt=prompt, system=args.system, max_tokens=args.max_tokens,
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty, seed=args.seed, stop=tuple(args.stop),
+        chat_template=not args.no_chat_template,
+    )
+
+
+def _stats_line(data: dict) -> str:
+    return (
+        f"[{data['prompt_tokens']} prompt tokens at {data['prompt_tokens_per_second']:.1f} tok/s, "
+        f"{data['tokens_generated']} generated at {data['tokens_per_second']:.1f} tok/s, "
+        f"peak memory {data['peak_memory_gb']:.2f} GB]"
+    )
+
+
+def _run(args: argparse.Namespace):
+    from mlxk.ops.run import run_once
+
+    req = _request(args)
+    if req.prompt is None:
+        if getattr(args, "json", False):
+            raise MlxkError("ValidationError", "--json needs a prompt (interactive chat is for terminals)")
+        return _chat(args, req)
+    if getattr(args, "json", False):
+        return run_once(req)
+    stream = not args.no_stream
+
+    def emit(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    try:
+        env = run_once(req, on_text=emit if stream else None)
+    except KeyboardInterrupt:
+        sys.stdout.write("\n")
+        render.line("Interrupted.", stderr=True)
+        return 130
+    if not env.ok:
+        return env
+    if not stream:
+        sys.stdout.write(env.data["response"])
+    sys.stdout.write("\n")
+    if args.verbose:
+        from mlxk.engine import blas
+
+        render.line(_stats_line(env.data), stderr=True)
+        render.line(blas.describe().line(), stderr=True)
+    return 0
+
+
+def _chat(args: argparse.Namespace, req) -> int:
+    """Interactive chat: /exit or Ctrl-D leaves, Ctrl-C stops the answer, /clear, /system TEXT."""
+    from mlxk.engine.generate import ChatSession, Stats
+    from mlxk.engine.loader import load
+    from mlxk.ops.run import check_runnable, sampling_for
+
+    item = check_runnable(req.model)
+    loaded = load(item.ref.path)
+    session = ChatSession(loaded, system=req.system, use_template=req.chat_template)
+    sampling = sampling_for(loaded, req)
+    render.line(f"Chatting with {item.ref.name}. /exit or Ctrl-D to leave, /clear to start over, /system TEXT.",
+                stderr=True)
+    while True:
+        try:
+            text = input(">>> ")
+        except EOFError:
+            sys.stdout.write("\n")
+            return 0
+        except KeyboardInterrupt:
+            sys.stdout.write("\n")
+            continue
+        text = text.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit", "/bye"):
+            return 0
+        if text == "/clear":
+            session.reset()
+            render.line("(conversation cleared)", stderr=True)
+            continue
+        if text.startswith("/system"):
+            session.system = text[len("/system"):].strip() or None
+            session.reset()
+            render.line("(system prompt set; conversation cleared)", stderr=True)
+            continue
+        stats = Stats()
+        try:
+            for chunk in session.turn(text, sampling, stats):
+                sys.stdout.write(chunk.text)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            sys.stdout.write(" [stopped]")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        if args.verbose:
+            render.line(
+                f"[prefilled {stats.prefilled_tokens} of {stats.prompt_tokens} prompt tokens, "
+                f"{stats.generated_tokens} generated at {stats.generation_tps:.1f} tok/s]",
+                stderr=True,
+            )
+
+
+def _render_run(env: Envelope, args: argparse.Namespace) -> None:
+    render.line(env.data["response"])
+
+
+COMMANDS = [
+    Command("run", "run a model: one prompt, or an interactive chat", _cfg_run, _run, _render_run),
+]
