@@ -33,6 +33,9 @@ TOPICS = ["the sea", "mountains", "a city at night", "bread", "trains", "a libra
           "the moon", "gardens", "winter", "bridges", "coffee", "a river", "birds", "clocks"]
 
 
+SERVER_ENV = dict(os.environ)  # both servers get the same environment (and so the same BLAS)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,7 +52,7 @@ class Server:
         else:
             cmd = [sys.executable, "-m", "mlx_lm.server", "--model", path, "--port", str(self.port), *extra]
         self.log = open(log_dir / f"{kind}-{self.port}.log", "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=SERVER_ENV)
         deadline = time.time() + 300
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -178,7 +181,21 @@ def main() -> int:
     ap.add_argument("--skip-mlx-lm", action="store_true")
     ap.add_argument("--skip-ttft", action="store_true")
     ap.add_argument("--json", action="store_true", help="print the results as JSON at the end")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment for both servers (e.g. a BLAS selection)")
     args = ap.parse_args()
+    try:  # the BLAS mlxk serve loads: give mlx_lm.server the same one
+        from mlxk.engine import blas
+
+        lib = blas.find()
+        if lib and "LD_PRELOAD" not in SERVER_ENV:
+            SERVER_ENV["LD_PRELOAD"] = lib
+            print(f"both servers: BLAS {lib}")
+    except ImportError:
+        pass
+    for kv in args.env:
+        key, _, value = kv.partition("=")
+        SERVER_ENV[key] = value
     path = resolve_path(args.model)
     log_dir = Path(tempfile.mkdtemp(prefix="mlxk-bench-logs-"))
     results: dict[str, dict[int, float]] = {}

@@ -77,6 +77,21 @@ def serve_model_dir(request, tmp_path_factory) -> Path:
         return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny-llama")
 
 
+@pytest.fixture(scope="session")
+def serve_is_demo(serve_model_dir) -> bool:
+    """True with the real demo model: tests then ask for fewer tokens (CPU time)."""
+    return (serve_model_dir / "README.md").is_file() is False or "Tiny random llama" not in (
+        serve_model_dir / "README.md").read_text(errors="replace")
+
+
+def link_model(src: Path, dest: Path) -> Path:
+    """A second model folder with the same files (symlinks: no copy of the weights)."""
+    dest.mkdir(parents=True)
+    for f in src.iterdir():
+        (dest / f.name).symlink_to(f.resolve())
+    return dest
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

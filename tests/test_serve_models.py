@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
 
-from tests.serve_fixture import ServerProc
+from tests.serve_fixture import ServerProc, link_model
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx2")
 
 
 def test_switch_allow_and_idle_unload(serve_model_dir, tmp_path):
-    other = tmp_path / "second-model"
-    shutil.copytree(serve_model_dir, other)
-    blocked = tmp_path / "third-model"
-    shutil.copytree(serve_model_dir, blocked)
+    other = link_model(serve_model_dir, tmp_path / "second-model")
+    blocked = link_model(serve_model_dir, tmp_path / "third-model")
     srv = ServerProc(serve_model_dir, tmp_path, "--allow", "second-model", "--idle-unload", "1.5").wait_ready()
     try:
         client = openai.OpenAI(base_url=srv.base + "/v1", api_key="x", max_retries=0, timeout=60)

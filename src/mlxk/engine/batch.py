@@ -249,6 +249,8 @@ class Engine:
     def submit(self, handle: RequestHandle) -> None:
         if self._interrupt.is_set() or self._stop.is_set():
             raise EngineError(503, "Server is shutting down", "server_error", code="shutting_down")
+        if self._thread.ident is not None and not self._thread.is_alive():
+            raise EngineError(503, "The engine is not running", "server_error", code="engine_down")
         if self.queued >= self.max_queue:
             raise EngineError(503, "Too many queued requests, retry later", "server_error", code="queue_full")
         self._inbox.put(handle)
@@ -272,12 +274,23 @@ class Engine:
         self.state = "loading"
         self._unload()
         try:
+            eos = None
             if self._load_fn is not None:
                 model, tokenizer = self._load_fn(target.path)
             else:
-                from mlx_lm.utils import load
+                try:  # the run engine's loader (fast BLAS, generation_config EOS ids)
+                    from mlxk.engine.loader import eos_token_ids
+                    from mlxk.engine.loader import load as mlxk_load
+                except ImportError:
+                    mlxk_load = None
+                if mlxk_load is not None:
+                    loaded = mlxk_load(Path(target.path))
+                    model, tokenizer = loaded.model, loaded.tokenizer
+                    eos = eos_token_ids(tokenizer, loaded.generation_config)
+                else:
+                    from mlx_lm.utils import load
 
-                model, tokenizer = load(str(target.path))
+                    model, tokenizer = load(str(target.path))
         except Exception as exc:  # reported on /health and to the request
             self.state = "failed"
             detail = str(exc)
@@ -288,13 +301,18 @@ class Engine:
             raise EngineError(500, f"Model '{target.name}' failed to load: {self.load_error}", "server_error") from exc
         from mlx_lm.generate import BatchGenerator
 
+        from mlx_lm.generate import StopSequences
+
         self._model, self._tokenizer, self.current = model, tokenizer, target
+        eos = eos if eos else set(getattr(tokenizer, "eos_token_ids", None) or [])
+        self._stop_sequences = StopSequences([(int(t),) for t in sorted(eos)])
         args = getattr(model, "args", None)
         self.context_length = _context_length(target.path, args)
         self._bg = BatchGenerator(model, max_tokens=self.max_tokens, completion_batch_size=self.max_concurrency,
                                   prefill_batch_size=min(8, self.max_concurrency), prefill_step_size=512,
                                   stream=mx.default_stream(mx.default_device()))
         self.state, self.load_error = "ready", None
+        self._last_active = time.monotonic()
         log.info("model %s loaded (context %s)", target.name, self.context_length)
 
     def _unload(self) -> None:
@@ -308,6 +326,7 @@ class Engine:
             self._bg.close()
         if self.prefix_cache is not None:
             self.prefix_cache.flush()
+            self.prefix_cache.drop_ram()  # disk snapshots stay; RAM goes with the model
         self._bg = self._model = self._tokenizer = None
         self.current = None
         gc.collect()
@@ -324,33 +343,48 @@ class Engine:
                     except EngineError:
                         pass
                 while not self._stop.is_set():
-                    if self._interrupt.is_set():
-                        self._interrupt_everything()
-                        self._stop.wait(0.05)
-                        continue
-                    self._admit()
-                    if self._loading:
-                        self._finish_loads()
-                    self._drop_cancelled()
-                    if self._seqs:
-                        self._step()
-                        self._last_active = time.monotonic()
-                    elif self.idle_unload and self._bg is not None and not self._waiting \
-                            and time.monotonic() - self._last_active > self.idle_unload:
-                        log.info("idle for %ss: unloading %s", self.idle_unload, self.current.name if self.current else "")
-                        self._unload()
-                        self.state = "idle"
-            except Exception:  # the thread must not die silently
-                log.exception("engine thread crashed")
-                self.state = "failed"
-                self.load_error = "engine thread crashed"
-                for s in list(self._seqs.values()):
-                    s.handle.post(Event("error", error=EngineError(500, "Engine failure", "server_error")))
-                self._seqs.clear()
+                    try:
+                        self._tick()
+                    except Exception:  # fail what was running, keep serving
+                        log.exception("engine step failed")
+                        self._fail_all(EngineError(500, "Internal engine error", "server_error"))
             finally:
                 self._interrupt_everything()
                 if self.prefix_cache is not None:
                     self.prefix_cache.close()
+
+    def _tick(self) -> None:
+        if self._interrupt.is_set():
+            self._interrupt_everything()
+            self._stop.wait(0.05)
+            return
+        self._admit()
+        if self._loading:
+            self._finish_loads()
+        self._drop_cancelled()
+        if self._seqs:
+            self._step()
+            self._last_active = time.monotonic()
+        elif self.idle_unload and self._bg is not None and not self._waiting and not self._loading \
+                and self._inbox.empty() and time.monotonic() - self._last_active > self.idle_unload:
+            log.info("idle for %ss: unloading %s", self.idle_unload, self.current.name if self.current else "")
+            self._unload()
+            self.state = "idle"
+
+    def _fail_all(self, err: EngineError) -> None:
+        self.metrics.requests_failed += len(self._seqs) + len(self._loading)
+        for s in list(self._seqs.values()):
+            s.handle.post(Event("error", error=err))
+        for x in self._loading:
+            x[0].post(Event("error", error=err))
+        if self._seqs and self._bg is not None:
+            try:
+                self._bg.remove(list(self._seqs))
+            except Exception:
+                self._bg = None  # rebuilt by the next load
+                self.current = None
+        self._seqs.clear()
+        self._loading.clear()
 
     def _interrupt_everything(self) -> None:
         for s in list(self._seqs.values()):
@@ -393,7 +427,7 @@ class Engine:
                 continue
             target = h.request.target or self.default  # None: the preloaded model
             if target is not None and (self.current is None or target.key != self.current.key):
-                if self._seqs:  # drain the batch before switching models
+                if self._seqs or self._loading:  # drain the batch before switching models
                     return
                 try:
                     self._load(target)
@@ -485,7 +519,7 @@ class Engine:
 
     def _finish_loads(self) -> None:
         ready = [x for x in self._loading if x[3].done() or x[0].cancelled]
-        if not ready:
+        if not ready or self.current is None:
             return
         self._loading = [x for x in self._loading if x not in ready]
         for h, prompt, bounds, pending in ready:
@@ -500,7 +534,6 @@ class Engine:
                 h.post(Event("error", error=EngineError(500, f"{type(exc).__name__}: {exc}", "server_error")))
 
     def _launch(self, h: RequestHandle, prompt: list[int], bounds: list[int], cache, cached: int) -> None:
-        from mlx_lm.generate import make_stop_sequences
         from mlx_lm.sample_utils import greedy_sampler, make_sampler
 
         p = h.request.params
@@ -525,7 +558,7 @@ class Engine:
         (uid,) = self._bg.insert_segments(
             segments=[segments], max_tokens=[max_tokens], caches=[cache] if cache is not None else None,
             all_tokens=[prompt[:cached]], samplers=[sampler], logits_processors=[[]],
-            stop_sequences=[make_stop_sequences(self._tokenizer)],
+            stop_sequences=[self._stop_sequences],
         )
         usage = Usage(prompt_tokens=len(prompt), cached_tokens=cached)
         self._seqs[uid] = _Seq(h, uid, self._tokenizer.detokenizer, [s for s in p.stop if s], usage,

@@ -243,6 +243,11 @@ class PrefixCache:
         self._pending_writes = [f for f in self._pending_writes if not f.done()]
         self._pending_writes.append(self._io.submit(self._io_write, stem, fp, len(tokens), payload))
 
+    def drop_ram(self) -> None:
+        from mlx_lm.models.cache import LRUPromptCache
+
+        self.ram = LRUPromptCache(max_size=self.ram.max_size, max_bytes=self.ram.max_bytes)
+
     def flush(self, timeout: float = 2.0) -> None:
         deadline = time.time() + timeout
         for f in list(self._pending_writes):
