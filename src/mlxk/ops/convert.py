@@ -120,7 +120,7 @@ def convert_gguf(
                 raise MlxkError("OperationError", f"Converted model failed its health check: {health['health_reason']}")
         data: dict[str, Any] = {
             "source": source,
-            "target": str(target) if target is not None else None,
+            "target": str(target) if target is not None else into_cache,
             "mode": "quantize",
             "source_format": "gguf",
             "architecture": result.architecture,
@@ -188,7 +188,7 @@ def convert_mlx(spec: str, target: Path | None, bits: int, into_cache: str | Non
             health = _health(tmp, str(out))
         data = {
             "source": ref.name,
-            "target": str(target) if target is not None else None,
+            "target": str(target) if target is not None else into_cache,
             "mode": "quantize",
             "source_format": "safetensors",
             "bits": bits,

@@ -73,7 +73,7 @@ def ensure_demo_model(progress=None) -> Envelope:
     if demo_model_ready():
         return Envelope.success(
             "convert",
-            {"source": DEMO_PACKAGE, "target": None, "mode": "quantize", "cached_as": DEMO_REPO, "reused": True,
+            {"source": DEMO_PACKAGE, "target": DEMO_REPO, "mode": "quantize", "cached_as": DEMO_REPO, "reused": True,
              "message": f"Demo model already in the cache as {DEMO_REPO} (reused)"},
         )
     from mlxk.ops.convert import convert
