@@ -143,7 +143,8 @@ def _sharded(**overrides):
         (None, _unlink("config.json"), "config.json missing"),
         ({**mlx_chat_files(), "config.json": b"[1, 2]"}, None, "config.json is not a JSON object"),
         ({**mlx_chat_files(), "config.json": b"{nope"}, None, "config.json is not valid JSON"),
-        (None, _unlink("model.safetensors"), "No model weights found"),
+        ({k: v for k, v in mlx_chat_files().items() if k != "model.safetensors"}, None, "No model weights found"),
+        (None, _unlink("model.safetensors"), "Interrupted download: missing model.safetensors"),
         (_sharded(**{"model-00002-of-00002.safetensors": None}), None, "Missing shards listed in model.safetensors.index.json: model-00002-of-00002.safetensors"),
         (_sharded(**{"model-00002-of-00002.safetensors": b""}), None, "Empty shard files: model-00002-of-00002.safetensors"),
         (_sharded(**{"model.safetensors.index.json": None}), None, "Sharded weights without index"),
@@ -153,7 +154,7 @@ def _sharded(**overrides):
         (None, lambda snap, repo: (snap / "special_tokens_map.json").unlink(), "Interrupted download: missing special_tokens_map.json"),
         ({k: v for k, v in mlx_chat_files().items() if k != "tokenizer.json"}, None, "Tokenizer files missing"),
     ],
-    ids=["no-config", "config-not-object", "config-not-json", "no-weights", "missing-shard", "empty-shard",
+    ids=["no-config", "config-not-object", "config-not-json", "no-weights", "weights-not-downloaded", "missing-shard", "empty-shard",
          "shards-without-index", "lfs-pointer", "broken-symlink", "incomplete-blob", "tree-listing", "tokenizer"],
 )
 def test_integrity_problems(cache, files, after, reason):

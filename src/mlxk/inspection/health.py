@@ -144,5 +144,8 @@ def integrity(
     for check in checks:
         problem = check()
         if problem:
+            if problem.startswith("No model weights"):
+                # weights absent because a download stopped half-way: say that, it tells what to do
+                return check_download(mf, repo, snapshot) or problem
             return problem
     return None
