@@ -20,6 +20,7 @@ def _cfg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix-cache-bytes", type=int, help="size bound of the disk prefix cache")
     p.add_argument("--no-prefix-cache", action="store_true", help="disable the prefix cache")
     p.add_argument("--max-concurrency", type=int, default=32, help="sequences decoded together")
+    p.add_argument("--max-queue", type=int, help="requests waiting beyond that before 503 (default 8x concurrency, min 64)")
     p.add_argument("--log-json", action="store_true", help="log lines as JSON")
 
 
@@ -30,7 +31,7 @@ def _serve(args: argparse.Namespace) -> int:
         sys.stderr.write(f"warning: binding {args.host} without --api-key: anyone who can reach it can use it\n")
     cmd = [sys.executable, "-m", "mlxk.server.worker", "--host", args.host, "--port", str(args.port),
            "--max-tokens", str(args.max_tokens), "--max-concurrency", str(args.max_concurrency)]
-    for flag in ("model", "api_key", "idle_unload", "prefix_cache_dir", "prefix_cache_bytes"):
+    for flag in ("model", "api_key", "idle_unload", "prefix_cache_dir", "prefix_cache_bytes", "max_queue"):
         value = getattr(args, flag)
         if value is not None:
             cmd += ["--" + flag.replace("_", "-"), str(value)]

@@ -47,6 +47,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--prefix-cache-bytes", type=int)
     p.add_argument("--no-prefix-cache", action="store_true")
     p.add_argument("--max-concurrency", type=int, default=32)
+    p.add_argument("--max-queue", type=int)
     p.add_argument("--log-json", action="store_true")
     return p.parse_args(argv)
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if PrefixCache is not None:
             prefix_cache = PrefixCache.from_options(args.prefix_cache_dir, args.prefix_cache_bytes)
     engine = Engine(target, max_tokens=args.max_tokens, max_concurrency=args.max_concurrency,
-                    max_queue=max(64, 8 * args.max_concurrency), prefix_cache=prefix_cache,
+                    max_queue=args.max_queue if args.max_queue is not None else max(64, 8 * args.max_concurrency), prefix_cache=prefix_cache,
                     idle_unload=args.idle_unload)
     state = ServeState(engine, ServerConfig(args.model, args.api_key, list(args.allow or []), args.max_tokens))
     app = build_app(state)
