@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mlxk.contract import Envelope, MlxkError
 from mlxk.hub.common import hf_api, map_hub_error, network_errors
+from mlxk.store.hashing import file_sha256
 
 DEFAULT_EXCLUDES = (".git/", ".DS_Store", "__pycache__/", ".venv/", "venv/", "*.pyc", ".mlxk-clone.json")
 IGNORE_FILE = ".hfignore"
@@ -85,14 +86,6 @@ def _git_blob_sha1(path: Path) -> str:
     return h.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def diff(local: dict[str, Path], remote: dict) -> tuple[list[str], list[str], list[str]]:
     """(added, modified, deleted) of the workspace against a remote {path: RepoFile}."""
     added, modified = [], []
@@ -104,7 +97,7 @@ def diff(local: dict[str, Path], remote: dict) -> tuple[list[str], list[str], li
         if entry.size != path.stat().st_size:
             modified.append(rel)
         elif entry.lfs is not None:
-            if entry.lfs.sha256 != _sha256(path):
+            if entry.lfs.sha256 != file_sha256(path):
                 modified.append(rel)
         elif entry.blob_id != _git_blob_sha1(path):
             modified.append(rel)

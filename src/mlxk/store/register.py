@@ -16,14 +16,7 @@ import tempfile
 from pathlib import Path
 
 from mlxk.store.cache import hub_cache_dir, repo_folder_name
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from mlxk.store.hashing import file_sha256
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -40,7 +33,7 @@ def register_folder(folder: Path, repo_id: str, move: bool = False) -> str:
     (repo / "snapshots").mkdir(exist_ok=True)
     (repo / "refs").mkdir(exist_ok=True)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    digests = {f.relative_to(folder).as_posix(): _sha256(f) for f in files}
+    digests = {f.relative_to(folder).as_posix(): file_sha256(f) for f in files}
     commit = hashlib.sha1("\n".join(f"{n} {d}" for n, d in sorted(digests.items())).encode()).hexdigest()
     snapshot = repo / "snapshots" / commit
     if not snapshot.is_dir():
