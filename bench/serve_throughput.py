@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """Throughput and prefix-cache TTFT: ``mlxk serve`` against ``python -m mlx_lm.server``.
 
-    python bench/serve_throughput.py --model PATH_OR_NAME [--clients 1 4 8 16] [--tokens 128]
+    python bench/serve_throughput.py --model PATH_OR_NAME [--clients 1 4 8 16] [--tokens 128] [--rounds 3]
 
-For each server and each concurrency, N clients stream chat completions of ``--tokens``
-tokens at once (greedy, distinct prompts); aggregate tok/s = completion tokens / wall
-time. Then a repeated-prefix TTFT test on ``mlxk serve``: a ~1.5k-token system prompt,
+For each concurrency, N clients stream chat completions of ``--tokens`` tokens at once
+(greedy, distinct prompts); aggregate tok/s = completion tokens / wall time. Both servers
+stay up and take turns, ``--rounds`` times each, and the medians are compared. Then a repeated-prefix TTFT test on ``mlxk serve``: a ~1.5k-token system prompt,
 cold, then a RAM hit (another user question), then a disk hit after a restart.
 
 Both servers run in this Python environment, so they use the same MLX and BLAS. The
@@ -178,6 +178,7 @@ def main() -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8, 16])
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=3, help="runs per server and concurrency (median is reported)")
     ap.add_argument("--skip-mlx-lm", action="store_true")
     ap.add_argument("--skip-ttft", action="store_true")
     ap.add_argument("--json", action="store_true", help="print the results as JSON at the end")
@@ -198,20 +199,26 @@ def main() -> int:
         SERVER_ENV[key] = value
     path = resolve_path(args.model)
     log_dir = Path(tempfile.mkdtemp(prefix="mlxk-bench-logs-"))
-    results: dict[str, dict[int, float]] = {}
     kinds = ["mlxk"] + ([] if args.skip_mlx_lm else ["mlx_lm"])
-    for kind in kinds:
-        extra = ["--no-prefix-cache"] if kind == "mlxk" else []
-        srv = Server(kind, args.model, path, extra, log_dir)
-        try:
-            results[kind] = {}
-            for n in args.clients:
-                results[kind][n] = throughput(srv, n, args.tokens)
-                print(f"{kind:7s} clients={n:3d}  {results[kind][n]:8.1f} tok/s", flush=True)
-        finally:
+    # Both servers stay up (an idle one uses no CPU) and take turns, so that drift in the
+    # machine's speed hits both alike; each figure is the median of --rounds runs.
+    servers: dict[str, Server] = {}
+    samples: dict[str, dict[int, list[float]]] = {k: {n: [] for n in args.clients} for k in kinds}
+    try:
+        for kind in kinds:
+            servers[kind] = Server(kind, args.model, path, ["--no-prefix-cache"] if kind == "mlxk" else [], log_dir)
+        for n in args.clients:
+            for r in range(args.rounds):
+                for kind in (kinds if r % 2 == 0 else kinds[::-1]):
+                    tps = throughput(servers[kind], n, args.tokens)
+                    samples[kind][n].append(tps)
+                    print(f"{kind:7s} clients={n:3d} round {r + 1}  {tps:8.1f} tok/s", flush=True)
+    finally:
+        for srv in servers.values():
             srv.stop()
+    results = {k: {n: statistics.median(v) for n, v in per.items()} for k, per in samples.items()}
 
-    print(f"\nAggregate tok/s, {args.tokens} tokens per client, model {Path(path).name}")
+    print(f"\nAggregate tok/s, {args.tokens} tokens per client, median of {args.rounds} round(s), model {Path(path).name}")
     print(f"{'clients':>8} {'mlxk':>10} {'mlx_lm':>10} {'ratio':>7}")
     for n in args.clients:
         a = results["mlxk"][n]
@@ -226,7 +233,7 @@ def main() -> int:
             speed = ttft["cold"] / ttft[k] if ttft[k] else float("inf")
             print(f"{k:9s} {ttft[k] * 1000:8.1f} ms   {speed:6.1f}x vs cold")
     if args.json:
-        print(json.dumps({"throughput": results, "ttft": ttft, "model": Path(path).name, "tokens": args.tokens}))
+        print(json.dumps({"throughput": results, "samples": samples, "ttft": ttft, "model": Path(path).name, "tokens": args.tokens}))
     print(f"\nserver logs: {log_dir}")
     return 0
 
