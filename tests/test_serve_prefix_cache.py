@@ -97,3 +97,31 @@ def test_ram_then_disk_then_corruption(serve_model_dir, tmp_path, baseline):
         srv.stop()
     assert "unreadable" in log and not junk.exists()  # found by the startup scan
     assert "unusable" in log  # the flipped snapshot failed its checksum when used, and was removed
+
+
+def test_bad_snapshot_falls_back_to_a_shorter_one(serve_model_dir, tmp_path, baseline):
+    from mlx_lm.models.cache import load_prompt_cache
+
+    cache_dir = tmp_path / "pc"
+    srv = ServerProc(serve_model_dir, tmp_path, "--prefix-cache-dir", str(cache_dir)).wait_ready()
+    try:
+        ask(srv, "First question?")
+        wait_files(srv, 2)  # end of the system prompt, end of the conversation
+    finally:
+        assert srv.stop() == 0
+    sizes = sorted((int(load_prompt_cache(str(f), return_metadata=True)[1]["mlxk_ntokens"]), f)
+                   for f in cache_dir.glob("*.safetensors"))
+    shortest = sizes[0][0]
+    for _, f in sizes[1:]:  # every longer snapshot fails its checksum
+        raw = bytearray(f.read_bytes())
+        raw[-40] ^= 0xFF
+        f.write_bytes(bytes(raw))
+    srv = ServerProc(serve_model_dir, tmp_path, "--prefix-cache-dir", str(cache_dir)).wait_ready()
+    try:
+        text, u = ask(srv, "First question?")
+        log = srv.log()
+    finally:
+        srv.stop()
+    assert "unusable" in log
+    assert u.prompt_tokens_details.cached_tokens == shortest > 50, log
+    assert text == baseline["First question?"]

@@ -518,6 +518,8 @@ class Engine:
         return self._launch(h, prompt, bounds, *found)
 
     def _finish_loads(self) -> None:
+        from mlxk.engine.prefix_cache import PendingLoad
+
         ready = [x for x in self._loading if x[3].done() or x[0].cancelled]
         if not ready or self.current is None:
             return
@@ -526,7 +528,11 @@ class Engine:
             if h.cancelled:
                 h.post(Event("error", error=CANCELLED))
                 continue
-            cache, cached = self.prefix_cache.finish_load(pending, self.current.key, prompt)
+            found = self.prefix_cache.finish_load(pending, self.current.key, prompt)
+            if isinstance(found, PendingLoad):  # that snapshot was bad: a shorter one is being read
+                self._loading.append((h, prompt, bounds, found))
+                continue
+            cache, cached = found
             try:
                 self._launch(h, prompt, bounds, cache, cached)
             except Exception as exc:

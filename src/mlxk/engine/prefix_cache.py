@@ -176,7 +176,10 @@ class PrefixCache:
         return self._usable(cache, cached, prompt)
 
     def finish_load(self, pending: PendingLoad, model_key: str, prompt: list[int]):
-        """Build the cache from a finished disk read (engine thread); falls back to RAM/none."""
+        """Build the cache from a finished disk read (engine thread).
+
+        A snapshot that fails verification is removed and the lookup starts again, so the
+        answer may be another PendingLoad (a shorter snapshot on disk)."""
         try:
             arrays, meta = pending.future.result()
             if meta.get("0.mlxk_model") != self.fingerprint(model_key) or \
@@ -194,8 +197,7 @@ class PrefixCache:
             with self._lock:
                 self._disk.pop(pending.entry.path.stem, None)
             pending.entry.path.unlink(missing_ok=True)
-            cache, rest = self.ram.fetch_nearest_cache(model_key, prompt)
-            return self._usable(cache, len(prompt) - len(rest) if cache is not None else 0, prompt)
+            return self.fetch(model_key, prompt)  # the next shorter snapshot, or RAM, or nothing
 
     def _usable(self, cache, cached: int, prompt: list[int]):
         from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
