@@ -5,8 +5,9 @@
 
 For each concurrency, N clients stream chat completions of ``--tokens`` tokens at once
 (greedy, distinct prompts); aggregate tok/s = completion tokens / wall time. Both servers
-stay up and take turns, ``--rounds`` times each, and the medians are compared. Then a repeated-prefix TTFT test on ``mlxk serve``: a ~1.5k-token system prompt,
-cold, then a RAM hit (another user question), then a disk hit after a restart.
+stay up and take turns, ``--rounds`` times each, and the medians are compared. Then a
+repeated-prefix TTFT test on ``mlxk serve``: a ~1.5k-token system prompt, cold, then a RAM
+hit (another user question), then a disk hit after a restart.
 
 Both servers run in this Python environment, so they use the same MLX and BLAS. The
 mlx_lm server needs a model folder; names are resolved through the mlxk store first.

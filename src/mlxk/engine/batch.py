@@ -496,8 +496,6 @@ class Engine:
         return list(tok.encode(req.prompt or "")), []
 
     def _insert(self, h: RequestHandle) -> None:
-        from mlxk.engine.prefix_cache import PendingLoad
-
         req = h.request
         prompt, bounds = self._tokenize(req)
         if not prompt:
@@ -511,15 +509,18 @@ class Engine:
                                    f"{len(prompt)} tokens", param=req.prompt_field, code="context_length_exceeded")
         if self.prefix_cache is None:
             return self._launch(h, prompt, bounds, None, 0)
-        found = self.prefix_cache.fetch(self.current.key, prompt)
-        if isinstance(found, PendingLoad):  # read on the I/O thread; decoding goes on meanwhile
-            self._loading.append((h, prompt, bounds, found))
-            return None
-        return self._launch(h, prompt, bounds, *found)
+        self._launch_or_wait(h, prompt, bounds, self.prefix_cache.fetch(self.current.key, prompt))
 
-    def _finish_loads(self) -> None:
+    def _launch_or_wait(self, h: RequestHandle, prompt: list[int], bounds: list[int], found) -> None:
+        """Start the sequence from a prefix-cache answer, or park it while a snapshot is read."""
         from mlxk.engine.prefix_cache import PendingLoad
 
+        if isinstance(found, PendingLoad):  # read on the I/O thread; decoding goes on meanwhile
+            self._loading.append((h, prompt, bounds, found))
+        else:
+            self._launch(h, prompt, bounds, *found)
+
+    def _finish_loads(self) -> None:
         ready = [x for x in self._loading if x[3].done() or x[0].cancelled]
         if not ready or self.current is None:
             return
@@ -528,13 +529,8 @@ class Engine:
             if h.cancelled:
                 h.post(Event("error", error=CANCELLED))
                 continue
-            found = self.prefix_cache.finish_load(pending, self.current.key, prompt)
-            if isinstance(found, PendingLoad):  # that snapshot was bad: a shorter one is being read
-                self._loading.append((h, prompt, bounds, found))
-                continue
-            cache, cached = found
-            try:
-                self._launch(h, prompt, bounds, cache, cached)
+            try:  # a snapshot that fails verification makes this another (shorter) PendingLoad
+                self._launch_or_wait(h, prompt, bounds, self.prefix_cache.finish_load(pending, self.current.key, prompt))
             except Exception as exc:
                 log.exception("request failed")
                 h.post(Event("error", error=EngineError(500, f"{type(exc).__name__}: {exc}", "server_error")))

@@ -2,10 +2,10 @@
 
 A decode step multiplies a handful of rows (one per running sequence) by every weight
 matrix. MLX computes ``x @ W.T``, which OpenBLAS runs as a small-M GEMM that packs the
-whole weight matrix on every call; the same product written ``(W @ x.T).T`` streams the
-weights once and measured 10-25% faster per decode step at 2-12 rows on x86 OpenBLAS
-(see docs/performance.md). Prefill (many rows) keeps the usual form, where the packed GEMM
-is the faster one.
+whole weight matrix on every call; the same product written ``(W @ x.T).T`` runs a decode
+step 3-11% faster at 2-8 rows on x86 OpenBLAS (``bench/decode_step.py``, figures in
+docs/performance.md). One row and prefill (many rows) keep the usual form, which is as
+fast or faster there.
 
 Only plain ``nn.Linear`` layers are touched (quantized ones have their own kernels), only
 on the CPU, and ``MLXK_DECODE_GEMM=off`` turns it off. The weights are not copied: the
