@@ -1,24 +1,27 @@
 #!/usr/bin/env python
-"""Decode-step time per batch size: the model as mlxk loads it against plain mlx-lm.
+"""Decode-step time per batch size: mlxk's engine against plain mlx-lm on the same BLAS.
 
     python bench/decode_step.py --model PATH_OR_NAME [--batch 1 2 4 8 16] [--rounds 5]
 
-Both load the same folder in this process with the same BLAS (mlxk's OpenBLAS set-up
-runs before mlx is imported); the only difference is what mlxk's loader does to the
-model (today: the decode-friendly linear layers of ``mlxk.engine.cpu_linear``). Each
-round times 20 greedy decode steps after a 64-token prompt, for each batch size, taking
-turns between the two; the medians and the ratio are printed. This isolates the engine
-from HTTP and from the clients, whose noise swamps a 10% change in the server bench.
+"mlxk" loads the model the way ``mlxk serve`` and ``mlxk run`` do: OpenBLAS with mlxk's
+decode GEMM in front of it (``mlxk.engine.skinny_gemm``). "mlx_lm" is ``mlx_lm.load`` on
+OpenBLAS alone, which is what ``python -m mlx_lm.server`` gets with OpenBLAS preloaded.
+The library sits below MLX for the whole process, so each side runs in a process of its
+own; the two take turns, ``--rounds`` times, and the medians are compared. Each run times
+20 greedy decode steps after a 64-token prompt for each batch size. This isolates the
+engine from HTTP and from the clients, whose noise swamps a 10% change in the server bench.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
-
-from mlxk.engine import blas
 
 
 def step_ms(model, batch: int, steps: int = 20) -> float:
@@ -36,25 +39,45 @@ def step_ms(model, batch: int, steps: int = 20) -> float:
     return (time.perf_counter() - start) / steps * 1000
 
 
+def child(kind: str, path: str, batches: list[int]) -> None:
+    from mlxk.engine import blas
+
+    line = blas.setup().line()
+    if kind == "mlxk":
+        from mlxk.engine.loader import load
+
+        model = load(Path(path)).model
+    else:
+        from mlx_lm import load as mlx_load
+
+        model = mlx_load(path)[0]
+    print(json.dumps({"blas": line, "ms": {b: step_ms(model, b) for b in batches}}))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--child", choices=["mlxk", "mlx_lm"], help=argparse.SUPPRESS)
     args = ap.parse_args()
-    print(blas.setup().line())
-    from mlx_lm import load as mlx_load
-
-    from mlxk.engine.loader import load as mlxk_load
+    if args.child:
+        child(args.child, args.model, args.batch)
+        return 0
     from serve_throughput import resolve_path
 
     path = resolve_path(args.model)
-    models = {"mlxk": mlxk_load(Path(path)).model, "mlx_lm": mlx_load(path)[0]}
-    times: dict[str, dict[int, list[float]]] = {k: {b: [] for b in args.batch} for k in models}
+    envs = {"mlxk": dict(os.environ), "mlx_lm": {**os.environ, "MLXK_DECODE_GEMM": "off"}}
+    times: dict[str, dict[int, list[float]]] = {k: {b: [] for b in args.batch} for k in envs}
     for r in range(args.rounds):
-        for b in args.batch:
-            for kind in (list(models) if r % 2 == 0 else list(models)[::-1]):
-                times[kind][b].append(step_ms(models[kind], b))
+        for kind in (list(envs) if r % 2 == 0 else list(envs)[::-1]):
+            cmd = [sys.executable, __file__, "--child", kind, "--model", path, "--batch", *map(str, args.batch)]
+            out = json.loads(subprocess.run(cmd, env=envs[kind], check=True, capture_output=True,
+                                            text=True).stdout.strip().splitlines()[-1])
+            if r == 0:
+                print(f"{kind}: {out['blas']}")
+            for b in args.batch:
+                times[kind][b].append(out["ms"][str(b)])
     print(f"\nms per decode step, median of {args.rounds} rounds, model {Path(path).name}")
     print(f"{'batch':>6} {'mlxk':>9} {'mlx_lm':>9} {'speed-up':>9}")
     for b in args.batch:

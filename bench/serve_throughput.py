@@ -34,7 +34,8 @@ TOPICS = ["the sea", "mountains", "a city at night", "bread", "trains", "a libra
           "the moon", "gardens", "winter", "bridges", "coffee", "a river", "birds", "clocks"]
 
 
-SERVER_ENV = dict(os.environ)  # both servers get the same environment (and so the same BLAS)
+SERVER_ENV = dict(os.environ)  # both servers get the same environment
+MLX_LM_ENV: dict[str, str] = {}  # and mlx_lm.server the BLAS that mlxk loads by itself
 
 
 def free_port() -> int:
@@ -53,7 +54,8 @@ class Server:
         else:
             cmd = [sys.executable, "-m", "mlx_lm.server", "--model", path, "--port", str(self.port), *extra]
         self.log = open(log_dir / f"{kind}-{self.port}.log", "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=SERVER_ENV)
+        env = {**SERVER_ENV, **(MLX_LM_ENV if kind == "mlx_lm" else {})}
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 300
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -186,13 +188,14 @@ def main() -> int:
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                     help="extra environment for both servers (e.g. a BLAS selection)")
     args = ap.parse_args()
-    try:  # the BLAS mlxk serve loads: give mlx_lm.server the same one
+    try:  # the BLAS mlxk serve loads: give mlx_lm.server the same one. Only to mlx_lm.server:
+        # a preloaded BLAS would shadow mlxk's decode GEMM, which sits in front of OpenBLAS.
         from mlxk.engine import blas
 
         lib = blas.find()
         if lib and "LD_PRELOAD" not in SERVER_ENV:
-            SERVER_ENV["LD_PRELOAD"] = lib
-            print(f"both servers: BLAS {lib}")
+            MLX_LM_ENV["LD_PRELOAD"] = lib
+            print(f"both servers: BLAS {lib}; mlxk: {blas.describe().line()}")
     except ImportError:
         pass
     for kv in args.env:

@@ -13,12 +13,19 @@ def test_doctor_json_reports_runtime():
     assert d["device"]  # e.g. Device(cpu, 0)
     assert d["blas"]["name"] in ("OpenBLAS", "bundled reference BLAS", "Accelerate")
     assert d["memory_total_bytes"] > 0
+    from mlxk.engine import blas
+
+    # the decode GEMM is reported exactly when OpenBLAS is used and the extension was built
+    assert d["blas"]["decode_gemm"] is (d["blas"]["name"] == "OpenBLAS" and blas.skinny_path() is not None)
+    off, _ = run_json("doctor", env={"MLXK_DECODE_GEMM": "off"})
+    assert off["data"]["blas"]["decode_gemm"] is False
 
 
 def test_doctor_with_blas_off_names_the_fallback():
     payload, rc = run_json("doctor", env={"MLXK_BLAS": "off"})
     assert rc == 0
     assert payload["data"]["blas"]["name"] in ("bundled reference BLAS", "Accelerate")
+    assert payload["data"]["blas"]["decode_gemm"] is False  # it only sits in front of OpenBLAS
 
 
 def test_version_human_has_blas_line_json_does_not():

@@ -114,7 +114,8 @@ def _render_doctor(env: Envelope, args: argparse.Namespace) -> None:
         ("mlx", d["mlx_version"] or "not installed"),
         ("mlx-lm", d["mlx_lm_version"] or "not installed"),
         ("Device", d["device"] or "unavailable"),
-        ("BLAS", d["blas"]["name"] + (f" ({d['blas']['path']})" if d["blas"]["path"] else "")),
+        ("BLAS", d["blas"]["name"] + (f" ({d['blas']['path']})" if d["blas"]["path"] else "")
+         + (" + mlxk decode GEMM" if d["blas"].get("decode_gemm") else "")),
         ("Memory", f"{mem / 2**30:.1f} GiB total" if mem else "unknown"),
     ])
     for problem in d["problems"]:

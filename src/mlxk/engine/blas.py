@@ -5,11 +5,18 @@ OpenBLAS for the matmuls of a small LLM. Loading an OpenBLAS ``libblas`` with
 RTLD_GLOBAL before the first ``import mlx.core`` makes the dynamic linker resolve MLX's
 BLAS symbols to it. ``MLXK_BLAS=off`` keeps the bundled one; ``MLXK_BLAS=/path/lib.so``
 picks a library. Call :func:`setup` before anything imports mlx.
+
+In front of OpenBLAS goes mlxk's own ``cblas_sgemm`` (``skinny_gemm.c``, built as the
+optional extension ``mlxk.engine._skinny_gemm``): it takes the few-row products of decode,
+where OpenBLAS reaches half the memory bandwidth, and hands every other call on to
+OpenBLAS. ``MLXK_DECODE_GEMM=off`` leaves it out; ``MLXK_DECODE_GEMM_ROWS`` (default 16)
+and ``MLXK_DECODE_GEMM_THREADS`` (default: CPUs, at most 8) tune it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import platform
 import sys
@@ -33,14 +40,62 @@ class BlasInfo:
     name: str  # "OpenBLAS", "bundled reference BLAS", "Accelerate", "not used"
     path: str | None
     note: str
+    decode_gemm: bool = False  # mlxk's few-row sgemm sits in front of the BLAS
 
     def line(self) -> str:
         where = f" ({self.path})" if self.path else ""
-        return f"BLAS: {self.name}{where}" + (f" - {self.note}" if self.note else "")
+        extra = " + mlxk decode GEMM" if self.decode_gemm else ""
+        return f"BLAS: {self.name}{where}{extra}" + (f" - {self.note}" if self.note else "")
 
 
 _INFO: BlasInfo | None = None
 _HANDLE = None
+_SKINNY = None
+
+
+def _off(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("off", "0", "no", "false", "none")
+
+
+def skinny_path() -> str | None:
+    """The built decode-GEMM library, unless it is missing or turned off."""
+    if _off("MLXK_DECODE_GEMM"):
+        return None
+    spec = importlib.util.find_spec("mlxk.engine._skinny_gemm")  # finds the file, runs nothing
+    return spec.origin if spec and spec.origin else None
+
+
+def _load_skinny(blas_handle: ctypes.CDLL) -> bool:
+    """Put mlxk's cblas_sgemm first in the global scope and point it at the BLAS's own."""
+    global _SKINNY
+    path = skinny_path()
+    if path is None:
+        return False
+    try:
+        lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    except OSError:
+        return False
+    forward = ctypes.cast(blas_handle.cblas_sgemm, ctypes.c_void_p)
+    rows = int(os.environ.get("MLXK_DECODE_GEMM_ROWS", "0") or 0)
+    threads = int(os.environ.get("MLXK_DECODE_GEMM_THREADS", "0") or 0) or min(
+        len(os.sched_getaffinity(0)), 8)
+    lib.mlxk_skinny_configure(forward, ctypes.c_int(rows), ctypes.c_int(threads))
+    # a BLAS in LD_PRELOAD comes first in the global scope and would shadow ours: then MLX
+    # never calls it, and saying it is in use would be wrong
+    first = ctypes.cast(ctypes.CDLL(None).cblas_sgemm, ctypes.c_void_p).value
+    if first != ctypes.cast(lib.cblas_sgemm, ctypes.c_void_p).value:
+        return False
+    _SKINNY = lib
+    return True
+
+
+def decode_gemm_counts() -> tuple[int, int] | None:
+    """(calls that took the few-row path, calls handed on to the BLAS), or None if not in use."""
+    if _SKINNY is None:
+        return None
+    fast, forwarded = ctypes.c_long(), ctypes.c_long()
+    _SKINNY.mlxk_skinny_counts(ctypes.byref(fast), ctypes.byref(forwarded))
+    return fast.value, forwarded.value
 
 
 def find() -> str | None:
@@ -74,11 +129,17 @@ def setup() -> BlasInfo:
         _INFO = BlasInfo("bundled reference BLAS", None, "mlx was imported before the BLAS could be set up")
         return _INFO
     try:
+        # mlxk's decode GEMM must come first in the global scope: open the BLAS privately,
+        # hand its cblas_sgemm to the decode GEMM, load that globally, then the BLAS
+        blas_handle = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+        skinny = _load_skinny(blas_handle)
         _HANDLE = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:
         _INFO = BlasInfo("bundled reference BLAS", None, f"could not load {path}: {exc}")
         return _INFO
-    _INFO = BlasInfo("OpenBLAS", path, "")
+    shadowed = not skinny and skinny_path() is not None
+    _INFO = BlasInfo("OpenBLAS", path, "mlxk's decode GEMM is shadowed (LD_PRELOAD?)" if shadowed else "",
+                     decode_gemm=skinny)
     return _INFO
 
 
@@ -89,5 +150,5 @@ def describe() -> BlasInfo:
     if platform.system() == "Darwin":
         return BlasInfo("Accelerate", None, "")
     path = find()
-    return BlasInfo("OpenBLAS", path, "") if path else BlasInfo(
+    return BlasInfo("OpenBLAS", path, "", decode_gemm=skinny_path() is not None) if path else BlasInfo(
         "bundled reference BLAS", None, "slow on the CPU; install OpenBLAS (apt-get install libopenblas0-pthread)")

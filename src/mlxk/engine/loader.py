@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxk.engine import blas, cpu_linear
+from mlxk.engine import blas
 
 
 @dataclass
@@ -27,7 +27,6 @@ def load(path: Path) -> Loaded:
 
     start = time.perf_counter()
     model, tokenizer = mlx_load(str(path))
-    cpu_linear.enable(model)
     gen_cfg: dict[str, Any] = {}
     gc_file = path / "generation_config.json"
     if gc_file.is_file():

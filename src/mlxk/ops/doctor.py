@@ -41,7 +41,7 @@ def doctor() -> Envelope:
         "mlx_lm_version": _version("mlx-lm"),
         "device": device,
         "backends": backends,
-        "blas": {"name": info.name, "path": info.path, "note": info.note or None},
+        "blas": {"name": info.name, "path": info.path, "note": info.note or None, "decode_gemm": info.decode_gemm},
         "memory_total_bytes": memory_total_bytes(),
         "memory_available_bytes": memory_available_bytes(),
         "problems": [p for p in (problem,) if p] + ([info.note] if info.name.startswith("bundled") else []),

@@ -1,0 +1,251 @@
+/*
+ * A cblas_sgemm for MLX's CPU backend that is fast where LLM decode spends its time.
+ *
+ * Decoding a few sequences multiplies a handful of activation rows by every weight
+ * matrix: C = X @ W^T with X of 1-16 rows. OpenBLAS runs that as a general GEMM that
+ * packs the weight panel on every call and reaches about half the memory bandwidth; here
+ * each weight row is read once, straight from memory, and dotted with all activation rows
+ * held in L1 (3 weight rows x 4 activation rows of AVX2 accumulators, two threads). Every
+ * other call goes on to the real BLAS, whose cblas_sgemm the loader hands us.
+ *
+ * Each output element is the same dot product (same order of additions) whatever the
+ * number of rows, so a sequence decodes to the same bits alone or in a batch.
+ *
+ * MLX resolves cblas_sgemm through the global symbol scope; mlxk.engine.blas loads this
+ * library RTLD_GLOBAL before the BLAS and before mlx. It is built as an optional
+ * extension: without a C compiler mlxk still works, at plain BLAS speed.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <dlfcn.h>
+#ifdef __x86_64__
+#include <immintrin.h>
+#endif
+
+enum { RowMajor = 101, ColMajor = 102, NoTrans = 111, Trans = 112, ConjTrans = 113 };
+
+typedef void (*sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
+                         const float *, int, float, float *, int);
+
+static sgemm_fn next_sgemm;
+static int max_rows = 16;
+static int max_threads = 2;
+static long calls_fast, calls_forwarded;
+
+/* C[i*cs + j*cw] = alpha * dot(S[i], W[j]) + beta * C[...] for i < s, n0 <= j < n1 */
+static void dots_plain(int s, int n0, int n1, int K, const float *S, int lds,
+                       const float *W, int ldw, float *C, ptrdiff_t cs, ptrdiff_t cw,
+                       float alpha, float beta) {
+  for (int j = n0; j < n1; j++) {
+    const float *w = W + (size_t)j * ldw;
+    for (int i = 0; i < s; i++) {
+      const float *x = S + (size_t)i * lds;
+      float acc = 0.f;
+      for (int k = 0; k < K; k++) acc += x[k] * w[k];
+      float *c = C + i * cs + j * cw;
+      *c = beta == 0.f ? alpha * acc : alpha * acc + beta * *c;
+    }
+  }
+}
+
+/* C[i][j] = alpha * sum_k S[i][k] * B[k][j] + beta * C[i][j] for i < s, n0 <= j < n1 */
+static void rows_plain(int s, int n0, int n1, int K, const float *S, int lds,
+                       const float *B, int ldb, float *C, int ldc, float alpha, float beta) {
+  for (int i = 0; i < s; i++)
+    for (int j = n0; j < n1; j++) {
+      float acc = 0.f;
+      for (int k = 0; k < K; k++) acc += S[(size_t)i * lds + k] * B[(size_t)k * ldb + j];
+      float *c = C + (size_t)i * ldc + j;
+      *c = beta == 0.f ? alpha * acc : alpha * acc + beta * *c;
+    }
+}
+
+#ifdef __x86_64__
+__attribute__((target("avx2,fma"))) static inline float hsum(__m256 v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+
+/* 3 weight rows x R activation rows; R is a constant once inlined, so the 3R
+   accumulators stay in registers */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+block3(const int R, int K, const float *x0, int lds, const float *w0, int ldw, float *c0,
+       ptrdiff_t cs, ptrdiff_t cw, float alpha, float beta) {
+  const int K8 = K & ~7;
+  const float *w1 = w0 + ldw, *w2 = w1 + ldw;
+  __m256 a[4][3];
+  for (int i = 0; i < R; i++) a[i][0] = a[i][1] = a[i][2] = _mm256_setzero_ps();
+  for (int k = 0; k < K8; k += 8) {
+    const __m256 v0 = _mm256_loadu_ps(w0 + k), v1 = _mm256_loadu_ps(w1 + k),
+                 v2 = _mm256_loadu_ps(w2 + k);
+    for (int i = 0; i < R; i++) {
+      const __m256 x = _mm256_loadu_ps(x0 + (size_t)i * lds + k);
+      a[i][0] = _mm256_fmadd_ps(x, v0, a[i][0]);
+      a[i][1] = _mm256_fmadd_ps(x, v1, a[i][1]);
+      a[i][2] = _mm256_fmadd_ps(x, v2, a[i][2]);
+    }
+  }
+  for (int i = 0; i < R; i++) {
+    const float *x = x0 + (size_t)i * lds;
+    for (int q = 0; q < 3; q++) {
+      const float *w = w0 + (size_t)q * ldw;
+      float d = hsum(a[i][q]);
+      for (int k = K8; k < K; k++) d += x[k] * w[k];
+      float *c = c0 + i * cs + q * cw;
+      *c = beta == 0.f ? alpha * d : alpha * d + beta * *c;
+    }
+  }
+}
+
+__attribute__((target("avx2,fma")))
+static void dots_avx2(int s, int n0, int n1, int K, const float *S, int lds,
+                      const float *W, int ldw, float *C, ptrdiff_t cs, ptrdiff_t cw,
+                      float alpha, float beta) {
+  const int K8 = K & ~7;
+  int j = n0;
+  for (; j + 2 < n1; j += 3) {
+    const float *w0 = W + (size_t)j * ldw;
+    for (int i0 = 0; i0 < s; i0 += 4) {
+      const float *x0 = S + (size_t)i0 * lds;
+      float *c0 = C + i0 * cs + j * cw;
+      switch (s - i0) {
+        case 1: block3(1, K, x0, lds, w0, ldw, c0, cs, cw, alpha, beta); break;
+        case 2: block3(2, K, x0, lds, w0, ldw, c0, cs, cw, alpha, beta); break;
+        case 3: block3(3, K, x0, lds, w0, ldw, c0, cs, cw, alpha, beta); break;
+        default: block3(4, K, x0, lds, w0, ldw, c0, cs, cw, alpha, beta);
+      }
+    }
+  }
+  /* the last 1-2 weight rows: same additions as above, one row at a time */
+  for (; j < n1; j++) {
+    const float *w = W + (size_t)j * ldw;
+    for (int i = 0; i < s; i++) {
+      const float *x = S + (size_t)i * lds;
+      __m256 acc = _mm256_setzero_ps();
+      for (int k = 0; k < K8; k += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w + k), acc);
+      float d = hsum(acc);
+      for (int k = K8; k < K; k++) d += x[k] * w[k];
+      float *c = C + i * cs + j * cw;
+      *c = beta == 0.f ? alpha * d : alpha * d + beta * *c;
+    }
+  }
+}
+
+/* 32 output columns of one row at a time, walking down B: 4 accumulators */
+__attribute__((target("avx2,fma")))
+static void rows_avx2(int s, int n0, int n1, int K, const float *S, int lds,
+                      const float *B, int ldb, float *C, int ldc, float alpha, float beta) {
+  for (int i = 0; i < s; i++) {
+    const float *x = S + (size_t)i * lds;
+    float *c = C + (size_t)i * ldc;
+    int j = n0;
+    for (; j + 32 <= n1; j += 32) {
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int k = 0; k < K; k++) {
+        const float *b = B + (size_t)k * ldb + j;
+        const __m256 v = _mm256_broadcast_ss(x + k);
+        a0 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b), a0);
+        a1 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b + 8), a1);
+        a2 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b + 16), a2);
+        a3 = _mm256_fmadd_ps(v, _mm256_loadu_ps(b + 24), a3);
+      }
+      __m256 acc[4] = {a0, a1, a2, a3};
+      for (int q = 0; q < 4; q++) {
+        __m256 r = _mm256_mul_ps(_mm256_set1_ps(alpha), acc[q]);
+        if (beta != 0.f) r = _mm256_fmadd_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(c + j + 8 * q), r);
+        _mm256_storeu_ps(c + j + 8 * q, r);
+      }
+    }
+    for (; j < n1; j++) { /* the same additions, one column at a time */
+      float acc = 0.f;
+      for (int k = 0; k < K; k++) acc = __builtin_fmaf(x[k], B[(size_t)k * ldb + j], acc);
+      c[j] = beta == 0.f ? alpha * acc : alpha * acc + beta * c[j];
+    }
+  }
+}
+#endif
+
+static void dots_range(int s, int n0, int n1, int K, const float *S, int lds, const float *W,
+                       int ldw, float *C, ptrdiff_t cs, ptrdiff_t cw, float alpha, float beta) {
+#ifdef __x86_64__
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    dots_avx2(s, n0, n1, K, S, lds, W, ldw, C, cs, cw, alpha, beta);
+    return;
+  }
+#endif
+  dots_plain(s, n0, n1, K, S, lds, W, ldw, C, cs, cw, alpha, beta);
+}
+
+static void dots(int s, int n, int K, const float *S, int lds, const float *W, int ldw,
+                 float *C, ptrdiff_t cs, ptrdiff_t cw, float alpha, float beta) {
+  /* one thread for small products (attention): waking a second costs more than it saves */
+  const int threads = (size_t)n * K >= 65536 ? max_threads : 1;
+  if (threads == 1) {
+    dots_range(s, 0, n, K, S, lds, W, ldw, C, cs, cw, alpha, beta);
+    return;
+  }
+  /* whole 3-row blocks per thread */
+  const int per = ((n + threads - 1) / threads + 2) / 3 * 3;
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int t = 0; t < threads; t++) {
+    const int n0 = t * per, n1 = n0 + per > n ? n : n0 + per;
+    if (n0 < n1) dots_range(s, n0, n1, K, S, lds, W, ldw, C, cs, cw, alpha, beta);
+  }
+}
+
+/* C = S @ B for a few rows of S: single-threaded, these are attention-sized */
+static void rows(int s, int n, int K, const float *S, int lds, const float *B, int ldb,
+                 float *C, int ldc, float alpha, float beta) {
+#ifdef __x86_64__
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    rows_avx2(s, 0, n, K, S, lds, B, ldb, C, ldc, alpha, beta);
+    return;
+  }
+#endif
+  rows_plain(s, 0, n, K, S, lds, B, ldb, C, ldc, alpha, beta);
+}
+
+void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                 int ldc) {
+  if (order == ColMajor) { /* column-major C = op(A) op(B) is row-major C^T = op(B)^T op(A)^T */
+    cblas_sgemm(RowMajor, tb, ta, N, M, K, alpha, B, ldb, A, lda, beta, C, ldc);
+    return;
+  }
+  /* row-major, A not transposed, B transposed: C[m][n] = dot(A row m, B row n) */
+  if (order == RowMajor && ta == NoTrans && (tb == Trans || tb == ConjTrans) && M > 0 &&
+      N > 0 && K >= 8 && (M <= max_rows || N <= max_rows)) {
+    __atomic_add_fetch(&calls_fast, 1, __ATOMIC_RELAXED);
+    if (M <= N)
+      dots(M, N, K, A, lda, B, ldb, C, ldc, 1, alpha, beta);
+    else
+      dots(N, M, K, B, ldb, A, lda, C, 1, ldc, alpha, beta);
+    return;
+  }
+  /* neither transposed, few rows, a small B: attention's probabilities @ values */
+  if (order == RowMajor && ta == NoTrans && tb == NoTrans && M > 0 && N > 0 && K > 0 &&
+      M <= max_rows && (size_t)N * K <= 65536) {
+    __atomic_add_fetch(&calls_fast, 1, __ATOMIC_RELAXED);
+    rows(M, N, K, A, lda, B, ldb, C, ldc, alpha, beta);
+    return;
+  }
+  __atomic_add_fetch(&calls_forwarded, 1, __ATOMIC_RELAXED);
+  if (!next_sgemm) next_sgemm = (sgemm_fn)dlsym(RTLD_NEXT, "cblas_sgemm");
+  next_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* Called by mlxk.engine.blas: the BLAS to forward to, and the limits (0 keeps a value). */
+void mlxk_skinny_configure(sgemm_fn next, int rows, int threads) {
+  if (next) next_sgemm = next;
+  if (rows > 0) max_rows = rows;
+  if (threads > 0) max_threads = threads;
+}
+
+/* How many calls took the fast path and how many went on to the BLAS (for tests). */
+void mlxk_skinny_counts(long *fast, long *forwarded) {
+  *fast = __atomic_load_n(&calls_fast, __ATOMIC_RELAXED);
+  *forwarded = __atomic_load_n(&calls_forwarded, __ATOMIC_RELAXED);
+}
