@@ -187,12 +187,16 @@ static void dots(int s, int n, int K, const float *S, int lds, const float *W, i
     dots_range(s, 0, n, K, S, lds, W, ldw, C, cs, cw, alpha, beta);
     return;
   }
-  /* whole 3-row blocks per thread */
-  const int per = ((n + threads - 1) / threads + 2) / 3 * 3;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int t = 0; t < threads; t++) {
+  /* Many small chunks of whole 3-row blocks, handed out as threads ask: on a busy machine a
+     thread that loses its CPU for a while holds up only its current chunk, not half the
+     product (the others take the rest instead of waiting at the barrier). */
+  const int chunks = threads * 8;
+  const int per = ((n + chunks - 1) / chunks + 2) / 3 * 3;
+  const int count = (n + per - 1) / per;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int t = 0; t < count; t++) {
     const int n0 = t * per, n1 = n0 + per > n ? n : n0 + per;
-    if (n0 < n1) dots_range(s, n0, n1, K, S, lds, W, ldw, C, cs, cw, alpha, beta);
+    dots_range(s, n0, n1, K, S, lds, W, ldw, C, cs, cw, alpha, beta);
   }
 }
 

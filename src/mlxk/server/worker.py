@@ -16,18 +16,6 @@ import sys
 import threading
 
 
-def _setup_blas() -> None:
-    try:  # the run engine's BLAS setup, when it exists, must come before mlx is imported
-        from mlxk.engine import blas  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    for name in ("setup", "configure", "init"):
-        fn = getattr(blas, name, None)
-        if callable(fn):
-            fn()
-            return
-
-
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps({"ts": record.created, "level": record.levelname, "logger": record.name,
@@ -58,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(_JsonFormatter() if args.log_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     log = logging.getLogger("mlxk.server")
-    _setup_blas()
+    from mlxk.engine import blas
+
+    log.info(blas.setup().line())  # before anything imports mlx
 
     import uvicorn
 
