@@ -44,6 +44,20 @@ def test_it_is_built_and_loaded_in_front_of_openblas():
     assert out["counts"] == [0, 0]
 
 
+def test_unreadable_tuning_values_fall_back_to_the_defaults():
+    if blas.find() is None or blas.skinny_path() is None:
+        pytest.skip("the decode GEMM is not in use here")
+    out = _run("""
+        import json
+        from mlxk.engine import blas
+        info = blas.setup()
+        import mlx.core as mx
+        y = mx.ones((4, 64)) @ mx.ones((300, 64)).T
+        print(json.dumps({"decode_gemm": info.decode_gemm, "sum": y.sum().item(), "counts": blas.decode_gemm_counts()}))
+    """, MLXK_DECODE_GEMM_ROWS="lots", MLXK_DECODE_GEMM_THREADS="-3")
+    assert out == {"decode_gemm": True, "sum": 4 * 300 * 64.0, "counts": [1, 0]}
+
+
 def test_a_preloaded_blas_shadows_it_and_setup_says_so():
     lib = blas.find()
     if lib is None or blas.skinny_path() is None:

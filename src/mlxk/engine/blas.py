@@ -57,6 +57,14 @@ def _off(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("off", "0", "no", "false", "none")
 
 
+def _env_int(name: str) -> int:
+    """A positive integer setting, or 0 (the default) for unset or unreadable values."""
+    try:
+        return max(0, int(os.environ.get(name, "") or 0))
+    except ValueError:
+        return 0
+
+
 def skinny_path() -> str | None:
     """The built decode-GEMM library, unless it is missing or turned off."""
     if _off("MLXK_DECODE_GEMM"):
@@ -76,9 +84,8 @@ def _load_skinny(blas_handle: ctypes.CDLL) -> bool:
     except OSError:
         return False
     forward = ctypes.cast(blas_handle.cblas_sgemm, ctypes.c_void_p)
-    rows = int(os.environ.get("MLXK_DECODE_GEMM_ROWS", "0") or 0)
-    threads = int(os.environ.get("MLXK_DECODE_GEMM_THREADS", "0") or 0) or min(
-        len(os.sched_getaffinity(0)), 8)
+    rows = _env_int("MLXK_DECODE_GEMM_ROWS")  # 0 keeps the library's default (16)
+    threads = _env_int("MLXK_DECODE_GEMM_THREADS") or min(len(os.sched_getaffinity(0)), 8)
     lib.mlxk_skinny_configure(forward, ctypes.c_int(rows), ctypes.c_int(threads))
     # a BLAS in LD_PRELOAD comes first in the global scope and would shadow ours: then MLX
     # never calls it, and saying it is in use would be wrong
