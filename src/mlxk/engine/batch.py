@@ -17,6 +17,7 @@ it and the tokenizer is never used concurrently. Sequences join and leave mlx-lm
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -117,13 +118,48 @@ class RequestHandle:
         self.cancelled = True
 
     def post(self, event: Event) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
-        except RuntimeError:  # loop closed
-            pass
+        pending = getattr(_outbox, "events", None)
+        if pending is not None:
+            pending.append((self, event))
+            return
+        _deliver_soon(self.loop, [(self, event)])
 
     async def next(self) -> Event:
         return await self.queue.get()
+
+
+_outbox = threading.local()
+
+
+@contextlib.contextmanager
+def posts_per_step():
+    """Hold the events this thread posts and hand them over in one wake-up per event loop.
+
+    A decode step of 16 streams posts 16 deltas; one ``call_soon_threadsafe`` for all of
+    them (instead of one self-pipe write and loop wake-up each) leaves more of a small
+    machine's CPUs to the model. Order per stream is kept.
+    """
+    _outbox.events = []
+    try:
+        yield
+    finally:
+        events, _outbox.events = _outbox.events, None
+        by_loop: dict[Any, list] = {}
+        for handle, event in events:
+            by_loop.setdefault(handle.loop, []).append((handle, event))
+        for loop, batch in by_loop.items():
+            _deliver_soon(loop, batch)
+
+
+def _deliver_soon(loop, batch: list) -> None:
+    def deliver() -> None:
+        for handle, event in batch:
+            handle.queue.put_nowait(event)
+
+    try:
+        loop.call_soon_threadsafe(deliver)
+    except RuntimeError:  # loop closed
+        pass
 
 
 @dataclass
@@ -363,7 +399,8 @@ class Engine:
             self._finish_loads()
         self._drop_cancelled()
         if self._seqs:
-            self._step()
+            with posts_per_step():
+                self._step()
             self._last_active = time.monotonic()
         elif self.idle_unload and self._bg is not None and not self._waiting and not self._loading \
                 and self._inbox.empty() and time.monotonic() - self._last_active > self.idle_unload:
