@@ -106,6 +106,8 @@ def _doctor(args: argparse.Namespace) -> Envelope:
 
 
 def _render_doctor(env: Envelope, args: argparse.Namespace) -> None:
+    from mlxk.engine import blas
+
     d = env.data
     mem = d["memory_total_bytes"]
     render.kv([
@@ -115,7 +117,7 @@ def _render_doctor(env: Envelope, args: argparse.Namespace) -> None:
         ("mlx-lm", d["mlx_lm_version"] or "not installed"),
         ("Device", d["device"] or "unavailable"),
         ("BLAS", d["blas"]["name"] + (f" ({d['blas']['path']})" if d["blas"]["path"] else "")
-         + (" + mlxk decode GEMM" if d["blas"].get("decode_gemm") else "")),
+         + (blas.DECODE_GEMM_SUFFIX if d["blas"].get("decode_gemm") else "")),
         ("Memory", f"{mem / 2**30:.1f} GiB total" if mem else "unknown"),
     ])
     for problem in d["problems"]:

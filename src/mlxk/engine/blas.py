@@ -35,6 +35,9 @@ CANDIDATES = (
 )
 
 
+DECODE_GEMM_SUFFIX = " + mlxk decode GEMM"
+
+
 @dataclass(frozen=True)
 class BlasInfo:
     name: str  # "OpenBLAS", "bundled reference BLAS", "Accelerate", "not used"
@@ -44,7 +47,7 @@ class BlasInfo:
 
     def line(self) -> str:
         where = f" ({self.path})" if self.path else ""
-        extra = " + mlxk decode GEMM" if self.decode_gemm else ""
+        extra = DECODE_GEMM_SUFFIX if self.decode_gemm else ""
         return f"BLAS: {self.name}{where}{extra}" + (f" - {self.note}" if self.note else "")
 
 
@@ -73,16 +76,18 @@ def skinny_path() -> str | None:
     return spec.origin if spec and spec.origin else None
 
 
-def _load_skinny(blas_handle: ctypes.CDLL) -> bool:
-    """Put mlxk's cblas_sgemm first in the global scope and point it at the BLAS's own."""
+def _load_skinny(blas_handle: ctypes.CDLL) -> tuple[bool, str]:
+    """Put mlxk's cblas_sgemm first in the global scope and point it at the BLAS's own.
+
+    Returns (in use, why not when that is worth saying)."""
     global _SKINNY
     path = skinny_path()
     if path is None:
-        return False
+        return False, ""
     try:
         lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-    except OSError:
-        return False
+    except OSError as exc:
+        return False, f"mlxk's decode GEMM could not be loaded: {exc}"
     forward = ctypes.cast(blas_handle.cblas_sgemm, ctypes.c_void_p)
     rows = _env_int("MLXK_DECODE_GEMM_ROWS")  # 0 keeps the library's default (16)
     threads = _env_int("MLXK_DECODE_GEMM_THREADS") or min(len(os.sched_getaffinity(0)), 8)
@@ -91,9 +96,9 @@ def _load_skinny(blas_handle: ctypes.CDLL) -> bool:
     # never calls it, and saying it is in use would be wrong
     first = ctypes.cast(ctypes.CDLL(None).cblas_sgemm, ctypes.c_void_p).value
     if first != ctypes.cast(lib.cblas_sgemm, ctypes.c_void_p).value:
-        return False
+        return False, "mlxk's decode GEMM is shadowed (LD_PRELOAD?)"
     _SKINNY = lib
-    return True
+    return True, ""
 
 
 def decode_gemm_counts() -> tuple[int, int] | None:
@@ -139,14 +144,12 @@ def setup() -> BlasInfo:
         # mlxk's decode GEMM must come first in the global scope: open the BLAS privately,
         # hand its cblas_sgemm to the decode GEMM, load that globally, then the BLAS
         blas_handle = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
-        skinny = _load_skinny(blas_handle)
+        skinny, note = _load_skinny(blas_handle)
         _HANDLE = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     except OSError as exc:
         _INFO = BlasInfo("bundled reference BLAS", None, f"could not load {path}: {exc}")
         return _INFO
-    shadowed = not skinny and skinny_path() is not None
-    _INFO = BlasInfo("OpenBLAS", path, "mlxk's decode GEMM is shadowed (LD_PRELOAD?)" if shadowed else "",
-                     decode_gemm=skinny)
+    _INFO = BlasInfo("OpenBLAS", path, note, decode_gemm=skinny)
     return _INFO
 
 

@@ -32,6 +32,19 @@ static int max_rows = 16;
 static int max_threads = 2;
 static long calls_fast, calls_forwarded;
 
+/* C = alpha * d + beta * C, without reading C when beta is 0 (it may hold garbage) */
+static inline void store(float *c, float d, float alpha, float beta) {
+  *c = beta == 0.f ? alpha * d : alpha * d + beta * *c;
+}
+
+static int use_avx2(void) {
+#ifdef __x86_64__
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return 0;
+#endif
+}
+
 /* C[i*cs + j*cw] = alpha * dot(S[i], W[j]) + beta * C[...] for i < s, n0 <= j < n1 */
 static void dots_plain(int s, int n0, int n1, int K, const float *S, int lds,
                        const float *W, int ldw, float *C, ptrdiff_t cs, ptrdiff_t cw,
@@ -42,21 +55,19 @@ static void dots_plain(int s, int n0, int n1, int K, const float *S, int lds,
       const float *x = S + (size_t)i * lds;
       float acc = 0.f;
       for (int k = 0; k < K; k++) acc += x[k] * w[k];
-      float *c = C + i * cs + j * cw;
-      *c = beta == 0.f ? alpha * acc : alpha * acc + beta * *c;
+      store(C + i * cs + j * cw, acc, alpha, beta);
     }
   }
 }
 
-/* C[i][j] = alpha * sum_k S[i][k] * B[k][j] + beta * C[i][j] for i < s, n0 <= j < n1 */
-static void rows_plain(int s, int n0, int n1, int K, const float *S, int lds,
+/* C[i][j] = alpha * sum_k S[i][k] * B[k][j] + beta * C[i][j] for i < s, j < n */
+static void rows_plain(int s, int n, int K, const float *S, int lds,
                        const float *B, int ldb, float *C, int ldc, float alpha, float beta) {
   for (int i = 0; i < s; i++)
-    for (int j = n0; j < n1; j++) {
+    for (int j = 0; j < n; j++) {
       float acc = 0.f;
       for (int k = 0; k < K; k++) acc += S[(size_t)i * lds + k] * B[(size_t)k * ldb + j];
-      float *c = C + (size_t)i * ldc + j;
-      *c = beta == 0.f ? alpha * acc : alpha * acc + beta * *c;
+      store(C + (size_t)i * ldc + j, acc, alpha, beta);
     }
 }
 
@@ -93,8 +104,7 @@ block3(const int R, int K, const float *x0, int lds, const float *w0, int ldw, f
       const float *w = w0 + (size_t)q * ldw;
       float d = hsum(a[i][q]);
       for (int k = K8; k < K; k++) d += x[k] * w[k];
-      float *c = c0 + i * cs + q * cw;
-      *c = beta == 0.f ? alpha * d : alpha * d + beta * *c;
+      store(c0 + i * cs + q * cw, d, alpha, beta);
     }
   }
 }
@@ -128,21 +138,20 @@ static void dots_avx2(int s, int n0, int n1, int K, const float *S, int lds,
         acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w + k), acc);
       float d = hsum(acc);
       for (int k = K8; k < K; k++) d += x[k] * w[k];
-      float *c = C + i * cs + j * cw;
-      *c = beta == 0.f ? alpha * d : alpha * d + beta * *c;
+      store(C + i * cs + j * cw, d, alpha, beta);
     }
   }
 }
 
 /* 32 output columns of one row at a time, walking down B: 4 accumulators */
 __attribute__((target("avx2,fma")))
-static void rows_avx2(int s, int n0, int n1, int K, const float *S, int lds,
+static void rows_avx2(int s, int n, int K, const float *S, int lds,
                       const float *B, int ldb, float *C, int ldc, float alpha, float beta) {
   for (int i = 0; i < s; i++) {
     const float *x = S + (size_t)i * lds;
     float *c = C + (size_t)i * ldc;
-    int j = n0;
-    for (; j + 32 <= n1; j += 32) {
+    int j = 0;
+    for (; j + 32 <= n; j += 32) {
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       for (int k = 0; k < K; k++) {
         const float *b = B + (size_t)k * ldb + j;
@@ -159,10 +168,10 @@ static void rows_avx2(int s, int n0, int n1, int K, const float *S, int lds,
         _mm256_storeu_ps(c + j + 8 * q, r);
       }
     }
-    for (; j < n1; j++) { /* the same additions, one column at a time */
+    for (; j < n; j++) { /* the same additions, one column at a time */
       float acc = 0.f;
       for (int k = 0; k < K; k++) acc = __builtin_fmaf(x[k], B[(size_t)k * ldb + j], acc);
-      c[j] = beta == 0.f ? alpha * acc : alpha * acc + beta * c[j];
+      store(c + j, acc, alpha, beta);
     }
   }
 }
@@ -171,7 +180,7 @@ static void rows_avx2(int s, int n0, int n1, int K, const float *S, int lds,
 static void dots_range(int s, int n0, int n1, int K, const float *S, int lds, const float *W,
                        int ldw, float *C, ptrdiff_t cs, ptrdiff_t cw, float alpha, float beta) {
 #ifdef __x86_64__
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+  if (use_avx2()) {
     dots_avx2(s, n0, n1, K, S, lds, W, ldw, C, cs, cw, alpha, beta);
     return;
   }
@@ -204,12 +213,12 @@ static void dots(int s, int n, int K, const float *S, int lds, const float *W, i
 static void rows(int s, int n, int K, const float *S, int lds, const float *B, int ldb,
                  float *C, int ldc, float alpha, float beta) {
 #ifdef __x86_64__
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    rows_avx2(s, 0, n, K, S, lds, B, ldb, C, ldc, alpha, beta);
+  if (use_avx2()) {
+    rows_avx2(s, n, K, S, lds, B, ldb, C, ldc, alpha, beta);
     return;
   }
 #endif
-  rows_plain(s, 0, n, K, S, lds, B, ldb, C, ldc, alpha, beta);
+  rows_plain(s, n, K, S, lds, B, ldb, C, ldc, alpha, beta);
 }
 
 void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha,
