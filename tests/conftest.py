@@ -18,10 +18,17 @@ pytest_plugins = ["tests.model_fixture", "tests.hub_fixture", "tests.serve_fixtu
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def session_mlxk_cache(tmp_path_factory) -> Path:
+    """mlxk's own cache for the whole run: CPU kernels built once, never in the user's ~/.cache."""
+    return tmp_path_factory.mktemp("mlxk_cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_hf_home(tmp_path_factory, monkeypatch):
+def isolated_hf_home(tmp_path_factory, monkeypatch, session_mlxk_cache):
     home = tmp_path_factory.mktemp("hf_home")
     monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("MLXK_CACHE_DIR", str(session_mlxk_cache))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)

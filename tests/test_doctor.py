@@ -17,6 +17,9 @@ def test_doctor_json_reports_runtime():
 
     # the decode GEMM is reported exactly when OpenBLAS is used and the extension was built
     assert d["blas"]["decode_gemm"] is (d["blas"]["name"] == "OpenBLAS" and blas.skinny_path() is not None)
+    from mlxk.engine import cpu_kernels
+
+    assert d["cpu_kernels"]["flags"] == list(cpu_kernels.describe().flags)
     off, _ = run_json("doctor", env={"MLXK_DECODE_GEMM": "off"})
     assert off["data"]["blas"]["decode_gemm"] is False
 

@@ -118,6 +118,8 @@ def _render_doctor(env: Envelope, args: argparse.Namespace) -> None:
         ("Device", d["device"] or "unavailable"),
         ("BLAS", d["blas"]["name"] + (f" ({d['blas']['path']})" if d["blas"]["path"] else "")
          + (blas.DECODE_GEMM_SUFFIX if d["blas"].get("decode_gemm") else "")),
+        ("CPU kernels", "g++ " + " ".join(d["cpu_kernels"]["flags"]) if d["cpu_kernels"]["flags"]
+         else "MLX defaults" + (f" ({d['cpu_kernels']['note']})" if d["cpu_kernels"]["note"] else "")),
         ("Memory", f"{mem / 2**30:.1f} GiB total" if mem else "unknown"),
     ])
     for problem in d["problems"]:
@@ -130,11 +132,18 @@ def _blas_version_line() -> str:
     return blas.describe().line()
 
 
+def _kernels_version_line() -> str:
+    from mlxk.engine import cpu_kernels
+
+    return cpu_kernels.describe().line()
+
+
 def _register_version_line() -> None:
     from mlxk.cli import cmd_manage
 
-    if _blas_version_line not in cmd_manage.VERSION_EXTRAS:
-        cmd_manage.VERSION_EXTRAS.append(_blas_version_line)
+    for line in (_blas_version_line, _kernels_version_line):
+        if line not in cmd_manage.VERSION_EXTRAS:
+            cmd_manage.VERSION_EXTRAS.append(line)
 
 
 _register_version_line()

@@ -81,10 +81,11 @@ def _run(args: argparse.Namespace):
         sys.stdout.write(env.data["response"])
     sys.stdout.write("\n")
     if args.verbose:
-        from mlxk.engine import blas
+        from mlxk.engine import blas, cpu_kernels
 
         render.line(_stats_line(env.data), stderr=True)
         render.line(blas.describe().line(), stderr=True)
+        render.line(cpu_kernels.describe().line(), stderr=True)
     return 0
 
 

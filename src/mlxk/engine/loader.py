@@ -1,4 +1,4 @@
-"""Load a model folder with mlx-lm, after giving MLX a fast BLAS."""
+"""Load a model folder with mlx-lm, after giving MLX a fast BLAS and CPU-tuned kernel builds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxk.engine import blas
+from mlxk.engine import blas, cpu_kernels
 
 
 @dataclass
@@ -23,6 +23,7 @@ def load(path: Path) -> Loaded:
     import time
 
     blas.setup()
+    cpu_kernels.setup()
     from mlx_lm import load as mlx_load
 
     start = time.perf_counter()

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlxk.store.cache import mlxk_cache_dir
+
 log = logging.getLogger("mlxk.prefix_cache")
 
 DEFAULT_DISK_BYTES = 4 << 30
@@ -36,9 +38,7 @@ SUFFIX = ".safetensors"
 
 
 def default_dir() -> Path:
-    base = os.environ.get("MLXK_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlxk")
-    return Path(base) / "prefix-cache"
+    return mlxk_cache_dir() / "prefix-cache"
 
 
 @dataclass

@@ -18,9 +18,10 @@ def _version(dist: str) -> str | None:
 
 
 def doctor() -> Envelope:
-    from mlxk.engine import blas
+    from mlxk.engine import blas, cpu_kernels
 
     info = blas.setup()
+    kernels = cpu_kernels.describe()
     device, backends, problem = None, {}, None
     try:
         import mlx.core as mx
@@ -42,6 +43,7 @@ def doctor() -> Envelope:
         "device": device,
         "backends": backends,
         "blas": {"name": info.name, "path": info.path, "note": info.note or None, "decode_gemm": info.decode_gemm},
+        "cpu_kernels": {"flags": list(kernels.flags), "note": kernels.note or None},
         "memory_total_bytes": memory_total_bytes(),
         "memory_available_bytes": memory_available_bytes(),
         "problems": [p for p in (problem,) if p] + ([info.note] if info.name.startswith("bundled") else []),

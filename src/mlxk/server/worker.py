@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(_JsonFormatter() if args.log_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     log = logging.getLogger("mlxk.server")
-    from mlxk.engine import blas
+    from mlxk.engine import blas, cpu_kernels
 
     log.info(blas.setup().line())  # before anything imports mlx
+    log.info(cpu_kernels.setup().line())
 
     import uvicorn
 

@@ -32,6 +32,13 @@ def hub_cache_dir() -> Path:
     return Path(os.path.expandvars(os.path.expanduser(os.getenv("HF_HUB_CACHE", legacy))))
 
 
+def mlxk_cache_dir() -> Path:
+    """mlxk's own cache (prefix-cache snapshots, CPU kernels): MLXK_CACHE_DIR, else under XDG_CACHE_HOME."""
+    base = os.environ.get("MLXK_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mlxk")
+    return Path(base)
+
+
 def repo_folder_name(repo_id: str) -> str:
     return MODEL_PREFIX + repo_id.replace("/", "--")
 

@@ -19,7 +19,8 @@ from mlxk.store.cache import hub_cache_dir, repo_folder_name
 from mlxk.store.hashing import file_sha256
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Readers see the old text or the new, never half of it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
@@ -49,5 +50,5 @@ def register_folder(folder: Path, repo_id: str, move: bool = False) -> str:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(os.path.relpath(repo / "blobs" / digest, link.parent))
         os.replace(staging, snapshot)
-    _atomic_write(repo / "refs" / "main", commit)
+    atomic_write(repo / "refs" / "main", commit)
     return commit
