@@ -1,4 +1,5 @@
-"""MLX's fused CPU kernels built for this CPU (engine/cpu_kernels.py).
+"""MLX's fused CPU kernels built for this CPU (engine/cpu_kernels.py), and the step's exp-heavy
+ops routed through them (engine/cpu_ops.py).
 
 Each check runs in a fresh interpreter: setup() changes PATH and TMPDIR for its process,
 and MLX keeps compiled kernels for the life of a process.
@@ -104,3 +105,71 @@ def test_off_switch_is_reported(tmp_path):
     payload, rc = run_json("doctor", env={"MLXK_CPU_KERNELS": "off"})
     assert rc == 0
     assert payload["data"]["cpu_kernels"] == {"flags": [], "note": "MLXK_CPU_KERNELS=off"}
+
+
+@needs_flags
+def test_logsumexp_through_the_built_kernel_gives_mlxs_bits(tmp_path):
+    out = _run("""
+        import json
+        from mlxk.engine import cpu_kernels, cpu_ops
+        cpu_kernels.setup()
+        import mlx.core as mx
+        mlx_own = mx.logsumexp
+        assert cpu_ops.install() and mx.logsumexp is cpu_ops.logsumexp
+        inf = float("inf")
+        # a last axis of 1 first: it must not shape what the kernel does for longer ones
+        cases = [mx.random.normal((4, 1)), mx.random.normal((16, 4099)) * 7,
+                 mx.array([[-inf] * 4, [1.0, inf, 2, 3], [1, 2, 3, 4.0]]), mx.random.normal((2, 3, 50))]
+        same = []
+        for x in cases:
+            for kw in ({"axis": -1, "keepdims": True}, {"axis": -1}, {"axis": x.ndim - 1}, {"axis": 0}, {}):
+                a, b = mx.logsumexp(x, **kw), mlx_own(x, **kw)
+                same.append(a.shape == b.shape and mx.array_equal(a, b, equal_nan=True).item())
+        print(json.dumps({"same": same, "inf_rows": mx.logsumexp(cases[2], axis=-1).tolist()}))
+    """, {**os.environ, "MLXK_CACHE_DIR": str(tmp_path)})
+    assert all(out["same"]) and len(out["same"]) == 20
+    assert out["inf_rows"][:2] == [float("-inf"), float("inf")]
+
+
+@needs_flags
+def test_attention_through_the_built_softmax_matches_mlx(tmp_path):
+    out = _run("""
+        import json
+        from mlxk.engine import cpu_kernels, cpu_ops
+        cpu_kernels.setup()
+        import mlx.core as mx
+        mlx_own = mx.fast.scaled_dot_product_attention
+        assert cpu_ops.install() and mx.fast.scaled_dot_product_attention is cpu_ops.scaled_dot_product_attention
+        mx.random.seed(0)
+        r = mx.random.normal
+        def qkv(B, nq, nkv, L, S, D=64, dtype=mx.float32):
+            return r((B, nq, L, D)).astype(dtype), r((B, nkv, S, D)).astype(dtype), r((B, nkv, S, D)).astype(dtype)
+        cases = []
+        for nq, nkv in ((9, 3), (4, 4)):
+            cases += [
+                (qkv(1, nq, nkv, 1, 1), None),                                   # first token: one key
+                (qkv(3, nq, nkv, 1, 37), None),                                  # decode, one sequence each
+                (qkv(3, nq, nkv, 1, 37), r((3, 1, 1, 37)) > -0.5),               # batch decode: left padding
+                (qkv(2, nq, nkv, 6, 6), "causal"),                               # prefill
+                (qkv(2, nq, nkv, 4, 11), "causal"),                              # prefill after a cached prefix
+                (qkv(2, nq, nkv, 4, 11), r((2, nq, 4, 11))),                     # additive, per head
+                (qkv(2, nq, nkv, 4, 11), mx.zeros((2, 1, 4, 11), dtype=mx.bool_)),  # every key masked
+            ]
+        worst = 0.0
+        for (q, k, v), mask in cases:
+            a = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.125, mask=mask)
+            b = mlx_own(q, k, v, scale=0.125, mask=mask)
+            assert a.shape == b.shape and a.dtype == b.dtype
+            worst = max(worst, mx.abs(a - b).max().item())
+        # what it does not take goes to MLX unchanged
+        q, k, v = qkv(2, 4, 4, 3, 3, dtype=mx.float16)
+        same16 = mx.array_equal(mx.fast.scaled_dot_product_attention(q, k, v, scale=0.1, mask="causal"),
+                                mlx_own(q, k, v, scale=0.1, mask="causal")).item()
+        q, k, v = qkv(2, 4, 4, 3, 3)
+        sinks = r((4,))
+        same_sinks = mx.array_equal(mx.fast.scaled_dot_product_attention(q, k, v, scale=0.1, sinks=sinks),
+                                    mlx_own(q, k, v, scale=0.1, sinks=sinks)).item()
+        print(json.dumps({"worst": worst, "same16": same16, "same_sinks": same_sinks, "n": len(cases)}))
+    """, {**os.environ, "MLXK_CACHE_DIR": str(tmp_path)})
+    assert out["n"] == 14 and out["worst"] < 1e-5
+    assert out["same16"] and out["same_sinks"]

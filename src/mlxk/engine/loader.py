@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxk.engine import blas, cpu_kernels
+from mlxk.engine import blas, cpu_kernels, cpu_ops
 
 
 @dataclass
@@ -23,11 +23,13 @@ def load(path: Path) -> Loaded:
     import time
 
     blas.setup()
-    cpu_kernels.setup()
+    kernels = cpu_kernels.setup()
     from mlx_lm import load as mlx_load
 
     start = time.perf_counter()
     model, tokenizer = mlx_load(str(path))
+    if kernels.flags:
+        cpu_ops.install()
     gen_cfg: dict[str, Any] = {}
     gc_file = path / "generation_config.json"
     if gc_file.is_file():
