@@ -119,15 +119,17 @@ def test_logsumexp_through_the_built_kernel_gives_mlxs_bits(tmp_path):
         inf = float("inf")
         # a last axis of 1 first: it must not shape what the kernel does for longer ones
         cases = [mx.random.normal((4, 1)), mx.random.normal((16, 4099)) * 7,
-                 mx.array([[-inf] * 4, [1.0, inf, 2, 3], [1, 2, 3, 4.0]]), mx.random.normal((2, 3, 50))]
+                 mx.array([[-inf] * 4, [1.0, inf, 2, 3], [1, 2, 3, 4.0]]), mx.random.normal((2, 3, 50)),
+                 mx.random.normal((1, 4099)), mx.random.normal((4099,))]  # one row: all axes are the last
         same = []
         for x in cases:
-            for kw in ({"axis": -1, "keepdims": True}, {"axis": -1}, {"axis": x.ndim - 1}, {"axis": 0}, {}):
+            for kw in ({"axis": -1, "keepdims": True}, {"axis": -1}, {"axis": x.ndim - 1}, {"axis": 0}, {},
+                       {"keepdims": True}):
                 a, b = mx.logsumexp(x, **kw), mlx_own(x, **kw)
                 same.append(a.shape == b.shape and mx.array_equal(a, b, equal_nan=True).item())
         print(json.dumps({"same": same, "inf_rows": mx.logsumexp(cases[2], axis=-1).tolist()}))
     """, {**os.environ, "MLXK_CACHE_DIR": str(tmp_path)})
-    assert all(out["same"]) and len(out["same"]) == 20
+    assert all(out["same"]) and len(out["same"]) == 36
     assert out["inf_rows"][:2] == [float("-inf"), float("inf")]
 
 

@@ -45,11 +45,15 @@ def logsumexp(a, /, axis=None, keepdims=False, *, stream=None):
 
     global _compiled
     if (stream is None and isinstance(a, mx.array) and a.dtype == mx.float32 and a.ndim >= 1
-            and axis in (-1, a.ndim - 1) and a.shape[-1] > 1 and mx.default_device() == mx.cpu):
+            and a.shape[-1] > 1 and mx.default_device() == mx.cpu
+            # the last axis; or all axes of one row, as mlx-lm's single-sequence step asks
+            and (axis in (-1, a.ndim - 1) or (axis is None and a.size == a.shape[-1]))):
         if _compiled is None:
             _compiled = mx.compile(_lse_last, shapeless=True)  # rows come and go: trace once
         out = _compiled(a)
-        return out if keepdims else out.squeeze(-1)
+        if keepdims:
+            return out
+        return out.squeeze(-1) if axis is not None else out.reshape(())
     return _MLX_LOGSUMEXP(a, axis=axis, keepdims=keepdims, stream=stream)
 
 
