@@ -36,21 +36,21 @@ def _lse_last(x):
     return mx.where(mx.isinf(m), m, out)  # all -inf stays -inf, an inf stays inf, as in MLX
 
 
-_compiled = None
+_lse_kernel = None
 
 
 def logsumexp(a, /, axis=None, keepdims=False, *, stream=None):
     """``mx.logsumexp``; last-axis float32 on the CPU goes through the compiled kernel."""
     import mlx.core as mx
 
-    global _compiled
+    global _lse_kernel
     if (stream is None and isinstance(a, mx.array) and a.dtype == mx.float32 and a.ndim >= 1
             and a.shape[-1] > 1 and mx.default_device() == mx.cpu
             # the last axis; or all axes of one row, as mlx-lm's single-sequence step asks
             and (axis in (-1, a.ndim - 1) or (axis is None and a.size == a.shape[-1]))):
-        if _compiled is None:
-            _compiled = mx.compile(_lse_last, shapeless=True)  # rows come and go: trace once
-        out = _compiled(a)
+        if _lse_kernel is None:
+            _lse_kernel = mx.compile(_lse_last, shapeless=True)  # rows come and go: trace once
+        out = _lse_kernel(a)
         if keepdims:
             return out
         return out.squeeze(-1) if axis is not None else out.reshape(())
@@ -64,7 +64,7 @@ def _softmax_last(scores):
     return e / mx.sum(e, axis=-1, keepdims=True)
 
 
-_softmax = None
+_softmax_kernel = None
 
 
 def scaled_dot_product_attention(q, k, v, *, scale, mask=None, sinks=None, **kw):
@@ -72,14 +72,14 @@ def scaled_dot_product_attention(q, k, v, *, scale, mask=None, sinks=None, **kw)
     the softmax through the compiled kernel."""
     import mlx.core as mx
 
-    global _softmax
+    global _softmax_kernel
     known_mask = mask is None or isinstance(mask, mx.array) or (isinstance(mask, str) and mask == "causal")
     plain = (sinks is None and not kw and known_mask and mx.default_device() == mx.cpu
              and q.ndim == k.ndim == v.ndim == 4 and q.dtype == k.dtype == v.dtype == mx.float32)
     if not plain:
         return _MLX_SDPA(q, k, v, scale=scale, mask=mask, sinks=sinks, **kw)
-    if _softmax is None:
-        _softmax = mx.compile(_softmax_last, shapeless=True)  # keys grow every step: trace once
+    if _softmax_kernel is None:
+        _softmax_kernel = mx.compile(_softmax_last, shapeless=True)  # keys grow every step: trace once
     B, n_q, L, D = q.shape
     n_kv, S = k.shape[1], k.shape[2]
     rep = n_q // n_kv
@@ -99,7 +99,7 @@ def scaled_dot_product_attention(q, k, v, *, scale, mask=None, sinks=None, **kw)
             scores = mx.where(mask, scores, mx.array(mx.finfo(scores.dtype).min, scores.dtype))
         else:
             scores = scores + mask.astype(scores.dtype)
-    out = (_softmax(scores) if S > 1 else _softmax_last(scores)) @ v
+    out = (_softmax_kernel(scores) if S > 1 else _softmax_last(scores)) @ v
     return out.reshape(B, n_q, L, v.shape[-1]) if rep > 1 else out
 
 
