@@ -7,8 +7,8 @@ Each side runs in a fresh subprocess of this Python environment, alternating, an
 OpenBLAS the same way (mlxk.engine.blas.setup() before mlx is imported); mlxk also puts its
 decode GEMM in front of it and has MLX build its CPU kernels for this CPU
 (mlxk.engine.cpu_kernels, cpu_ops), which the peer runs without (MLXK_DECODE_GEMM=off, no
-loader of mlxk's), as mlx-lm is installed. Greedy decoding, chat template applied by both. Prints the median
-tok/s of each side and mlxk / mlx_lm (target >= 0.95x).
+loader of mlxk's), as mlx-lm is installed. Greedy decoding, chat template applied by
+both. Prints the median tok/s of each side and mlxk / mlx_lm (target >= 0.95x).
 """
 
 from __future__ import annotations

@@ -106,9 +106,11 @@ def _doctor(args: argparse.Namespace) -> Envelope:
 
 
 def _render_doctor(env: Envelope, args: argparse.Namespace) -> None:
-    from mlxk.engine import blas
+    from mlxk.engine.blas import BlasInfo
+    from mlxk.engine.cpu_kernels import KernelInfo
 
     d = env.data
+    b, k = d["blas"], d["cpu_kernels"]
     mem = d["memory_total_bytes"]
     render.kv([
         ("mlxk", d["mlxk_version"]),
@@ -116,10 +118,8 @@ def _render_doctor(env: Envelope, args: argparse.Namespace) -> None:
         ("mlx", d["mlx_version"] or "not installed"),
         ("mlx-lm", d["mlx_lm_version"] or "not installed"),
         ("Device", d["device"] or "unavailable"),
-        ("BLAS", d["blas"]["name"] + (f" ({d['blas']['path']})" if d["blas"]["path"] else "")
-         + (blas.DECODE_GEMM_SUFFIX if d["blas"].get("decode_gemm") else "")),
-        ("CPU kernels", "g++ " + " ".join(d["cpu_kernels"]["flags"]) if d["cpu_kernels"]["flags"]
-         else "MLX defaults" + (f" ({d['cpu_kernels']['note']})" if d["cpu_kernels"]["note"] else "")),
+        ("BLAS", BlasInfo(b["name"], b["path"], "", b["decode_gemm"]).summary()),  # its note is in problems
+        ("CPU kernels", KernelInfo(tuple(k["flags"]), k["note"] or "").summary()),
         ("Memory", f"{mem / 2**30:.1f} GiB total" if mem else "unknown"),
     ])
     for problem in d["problems"]:

@@ -45,10 +45,11 @@ class BlasInfo:
     note: str
     decode_gemm: bool = False  # mlxk's few-row sgemm sits in front of the BLAS
 
+    def summary(self) -> str:
+        return self.name + (f" ({self.path})" if self.path else "") + (DECODE_GEMM_SUFFIX if self.decode_gemm else "")
+
     def line(self) -> str:
-        where = f" ({self.path})" if self.path else ""
-        extra = DECODE_GEMM_SUFFIX if self.decode_gemm else ""
-        return f"BLAS: {self.name}{where}{extra}" + (f" - {self.note}" if self.note else "")
+        return f"BLAS: {self.summary()}" + (f" - {self.note}" if self.note else "")
 
 
 _INFO: BlasInfo | None = None
@@ -56,7 +57,8 @@ _HANDLE = None
 _SKINNY = None
 
 
-def _off(name: str) -> bool:
+def switched_off(name: str) -> bool:
+    """An MLXK_* switch set to off (also 0, no, false, none)."""
     return os.environ.get(name, "").strip().lower() in ("off", "0", "no", "false", "none")
 
 
@@ -70,7 +72,7 @@ def _env_int(name: str) -> int:
 
 def skinny_path() -> str | None:
     """The built decode-GEMM library, unless it is missing or turned off."""
-    if _off("MLXK_DECODE_GEMM"):
+    if switched_off("MLXK_DECODE_GEMM"):
         return None
     spec = importlib.util.find_spec("mlxk.engine._skinny_gemm")  # finds the file, runs nothing
     return spec.origin if spec and spec.origin else None

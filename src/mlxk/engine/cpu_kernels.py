@@ -21,6 +21,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlxk.engine.blas import switched_off
 from mlxk.store.cache import mlxk_cache_dir
 from mlxk.store.register import atomic_write
 
@@ -33,10 +34,13 @@ class KernelInfo:
     flags: tuple[str, ...]  # what MLX's kernel builds get added; empty when left alone
     note: str  # why not, when it is worth saying
 
-    def line(self) -> str:
+    def summary(self) -> str:
         if self.flags:
-            return "CPU kernels: g++ " + " ".join(self.flags)
-        return "CPU kernels: MLX defaults" + (f" - {self.note}" if self.note else "")
+            return "g++ " + " ".join(self.flags)
+        return "MLX defaults" + (f" - {self.note}" if self.note else "")
+
+    def line(self) -> str:
+        return f"CPU kernels: {self.summary()}"
 
 
 _INFO: KernelInfo | None = None
@@ -69,8 +73,18 @@ def kernel_dir() -> Path:
     return mlxk_cache_dir() / "cpu-kernels" / "-".join(CPU_FEATURES)
 
 
+def _real_gxx() -> str | None:
+    """g++ on PATH, not counting our own wrapper."""
+    wrappers = kernel_dir() / "bin"
+    return shutil.which("g++", path=os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != wrappers))
+
+
+NO_GXX = "no g++ on PATH (MLX runs fused ops without compiling them)"
+
+
 def _why_not() -> str | None:
-    if os.environ.get("MLXK_CPU_KERNELS", "").strip().lower() in ("off", "0", "no", "false"):
+    if switched_off("MLXK_CPU_KERNELS"):
         return "MLXK_CPU_KERNELS=off"
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return ""  # Metal, or a CPU whose wheels need no help: nothing to say
@@ -88,13 +102,12 @@ def setup() -> KernelInfo:
     if why is not None:
         _INFO = KernelInfo((), why)
         return _INFO
+    real = _real_gxx()
+    if real is None:
+        _INFO = KernelInfo((), NO_GXX)
+        return _INFO
     folder = kernel_dir()
     wrappers = folder / "bin"
-    real = shutil.which("g++", path=os.pathsep.join(
-        p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != wrappers))
-    if real is None:
-        _INFO = KernelInfo((), "no g++ on PATH (MLX runs fused ops without compiling them)")
-        return _INFO
     script = WRAPPER.format(gxx=shlex.quote(real), flags=" ".join(FLAGS))
     try:
         (folder / "tmp").mkdir(parents=True, exist_ok=True)
@@ -119,4 +132,4 @@ def describe() -> KernelInfo:
     why = _why_not()
     if why is not None:
         return KernelInfo((), why)
-    return KernelInfo(FLAGS, "") if shutil.which("g++") else KernelInfo((), "no g++ on PATH")
+    return KernelInfo(FLAGS, "") if _real_gxx() else KernelInfo((), NO_GXX)

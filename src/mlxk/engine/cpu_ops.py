@@ -18,8 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import mlx.core as mx
+
 _MLX_LOGSUMEXP: Any = None
 _MLX_SDPA: Any = None
+_lse_kernel: Any = None  # made by install()
+_softmax_kernel: Any = None
 
 
 # Both kernels are compiled shapeless (traced once, whatever the shapes later), which is only
@@ -29,27 +33,17 @@ _MLX_SDPA: Any = None
 
 
 def _lse_last(x):
-    import mlx.core as mx
-
     m = mx.max(x, axis=-1, keepdims=True)
     out = m + mx.log(mx.sum(mx.exp(x - m), axis=-1, keepdims=True))
     return mx.where(mx.isinf(m), m, out)  # all -inf stays -inf, an inf stays inf, as in MLX
 
 
-_lse_kernel = None
-
-
 def logsumexp(a, /, axis=None, keepdims=False, *, stream=None):
     """``mx.logsumexp``; last-axis float32 on the CPU goes through the compiled kernel."""
-    import mlx.core as mx
-
-    global _lse_kernel
     if (stream is None and isinstance(a, mx.array) and a.dtype == mx.float32 and a.ndim >= 1
             and a.shape[-1] > 1 and mx.default_device() == mx.cpu
             # the last axis; or all axes of one row, as mlx-lm's single-sequence step asks
             and (axis in (-1, a.ndim - 1) or (axis is None and a.size == a.shape[-1]))):
-        if _lse_kernel is None:
-            _lse_kernel = mx.compile(_lse_last, shapeless=True)  # rows come and go: trace once
         out = _lse_kernel(a)
         if keepdims:
             return out
@@ -58,28 +52,18 @@ def logsumexp(a, /, axis=None, keepdims=False, *, stream=None):
 
 
 def _softmax_last(scores):
-    import mlx.core as mx
-
     e = mx.exp(scores - mx.max(scores, axis=-1, keepdims=True))
     return e / mx.sum(e, axis=-1, keepdims=True)
-
-
-_softmax_kernel = None
 
 
 def scaled_dot_product_attention(q, k, v, *, scale, mask=None, sinks=None, **kw):
     """``mx.fast.scaled_dot_product_attention`` as MLX's own CPU fallback computes it, with
     the softmax through the compiled kernel."""
-    import mlx.core as mx
-
-    global _softmax_kernel
     known_mask = mask is None or isinstance(mask, mx.array) or (isinstance(mask, str) and mask == "causal")
     plain = (sinks is None and not kw and known_mask and mx.default_device() == mx.cpu
              and q.ndim == k.ndim == v.ndim == 4 and q.dtype == k.dtype == v.dtype == mx.float32)
     if not plain:
         return _MLX_SDPA(q, k, v, scale=scale, mask=mask, sinks=sinks, **kw)
-    if _softmax_kernel is None:
-        _softmax_kernel = mx.compile(_softmax_last, shapeless=True)  # keys grow every step: trace once
     B, n_q, L, D = q.shape
     n_kv, S = k.shape[1], k.shape[2]
     rep = n_q // n_kv
@@ -106,12 +90,13 @@ def scaled_dot_product_attention(q, k, v, *, scale, mask=None, sinks=None, **kw)
 def install() -> bool:
     """Route mx.logsumexp and mx.fast.scaled_dot_product_attention through this module for
     this process. Idempotent."""
-    global _MLX_LOGSUMEXP, _MLX_SDPA
-    import mlx.core as mx
-
+    global _MLX_LOGSUMEXP, _MLX_SDPA, _lse_kernel, _softmax_kernel
     if mx.default_device() != mx.cpu:
         return False
     if _MLX_LOGSUMEXP is None:
+        # shapeless: traced once, whatever the rows (logsumexp) or the keys (softmax) later
+        _lse_kernel = mx.compile(_lse_last, shapeless=True)
+        _softmax_kernel = mx.compile(_softmax_last, shapeless=True)
         _MLX_LOGSUMEXP, _MLX_SDPA = mx.logsumexp, mx.fast.scaled_dot_product_attention
         mx.logsumexp = logsumexp
         mx.fast.scaled_dot_product_attention = scaled_dot_product_attention

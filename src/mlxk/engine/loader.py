@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxk.engine import blas, cpu_kernels, cpu_ops
+from mlxk.engine import blas, cpu_kernels
 
 
 @dataclass
@@ -29,6 +29,8 @@ def load(path: Path) -> Loaded:
     start = time.perf_counter()
     model, tokenizer = mlx_load(str(path))
     if kernels.flags:
+        from mlxk.engine import cpu_ops  # imports mlx: only after the BLAS set-up
+
         cpu_ops.install()
     gen_cfg: dict[str, Any] = {}
     gc_file = path / "generation_config.json"
