@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from mlxk.engine.batch import Event, GenerationRequest, RequestHandle, SamplingParams, posts_per_step
+from mlxk.engine.bridge import RequestHandle, posts_per_step
+from mlxk.engine.requests import Event, GenerationRequest, SamplingParams
 
 
 def test_a_step_hands_its_events_over_at_once_and_in_order():

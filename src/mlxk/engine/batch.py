@@ -1,8 +1,8 @@
 """The batch engine: one thread owns the model and steps every sequence together.
 
-Wire formats never reach this module. An adapter builds a :class:`GenerationRequest`,
-calls :meth:`Engine.submit` from the asyncio loop and reads :class:`Event` objects from
-the returned :class:`RequestHandle`:
+Wire formats never reach this module. An adapter builds a :class:`GenerationRequest`
+(engine/requests.py), calls :meth:`Engine.submit` from the asyncio loop and reads
+:class:`Event` objects from the returned :class:`RequestHandle` (engine/bridge.py):
 
 * ``start``  (prompt_tokens, cached_tokens) once the prompt is accepted,
 * ``delta``  (text, tokens, logprobs) as text becomes safe to show,
@@ -17,7 +17,6 @@ it and the tokenizer is never used concurrently. Sequences join and leave mlx-lm
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -26,140 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from mlxk.engine.bridge import RequestHandle, posts_per_step
+from mlxk.engine.metrics import Metrics
+from mlxk.engine.requests import (CANCELLED, EngineError, Event, GenerationRequest, ModelTarget, TokenLogprob,
+                                  Usage)
+from mlxk.engine.sampling import make_sampler
+from mlxk.inspection.context import context_length
+
 log = logging.getLogger("mlxk.engine")
-
-
-class EngineError(Exception):
-    """A failure an adapter turns into its own error shape."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-
-CANCELLED = EngineError(499, "The client went away", "invalid_request_error", code="cancelled")
-
-
-@dataclass
-class SamplingParams:
-    max_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    logprobs: bool = False
-    top_logprobs: int = 0
-
-
-@dataclass
-class ModelTarget:
-    """Which model a request runs on: a folder and the name shown to clients."""
-
-    key: str
-    path: Path
-    name: str
-
-
-@dataclass
-class GenerationRequest:
-    target: ModelTarget | None  # None: the loaded model
-    params: SamplingParams
-    messages: list[dict] | None = None  # chat
-    prompt: str | list[int] | None = None  # plain completion
-    tools: list[dict] | None = None
-    prompt_field: str = "messages"
-
-
-@dataclass
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass
-class TokenLogprob:
-    token: str
-    logprob: float
-    top: list[tuple[str, float]]
-
-
-@dataclass
-class Event:
-    kind: str
-    text: str = ""
-    logprobs: list[TokenLogprob] | None = None
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    error: EngineError | None = None
-    model: str | None = None
-
-
-class RequestHandle:
-    """The adapter's side of one request: an asyncio queue of events, and cancel()."""
-
-    def __init__(self, loop, request: GenerationRequest):
-        import asyncio
-
-        self.loop = loop
-        self.request = request
-        self.queue: asyncio.Queue[Event] = asyncio.Queue()
-        self.cancelled = False
-        self.submitted = time.monotonic()
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def post(self, event: Event) -> None:
-        pending = getattr(_outbox, "events", None)
-        if pending is not None:
-            pending.append((self, event))
-            return
-        _deliver_soon(self.loop, [(self, event)])
-
-    async def next(self) -> Event:
-        return await self.queue.get()
-
-
-_outbox = threading.local()
-
-
-@contextlib.contextmanager
-def posts_per_step():
-    """Hold the events this thread posts and hand them over in one wake-up per event loop.
-
-    A decode step of 16 streams posts 16 deltas; one ``call_soon_threadsafe`` for all of
-    them (instead of one self-pipe write and loop wake-up each) leaves more of a small
-    machine's CPUs to the model. Order per stream is kept.
-    """
-    _outbox.events = []
-    try:
-        yield
-    finally:
-        events, _outbox.events = _outbox.events, None
-        by_loop: dict[Any, list] = {}
-        for handle, event in events:
-            by_loop.setdefault(handle.loop, []).append((handle, event))
-        for loop, batch in by_loop.items():
-            _deliver_soon(loop, batch)
-
-
-def _deliver_soon(loop, batch: list) -> None:
-    def deliver() -> None:
-        for handle, event in batch:
-            handle.queue.put_nowait(event)
-
-    try:
-        loop.call_soon_threadsafe(deliver)
-    except RuntimeError:  # loop closed
-        pass
 
 
 @dataclass
@@ -186,55 +59,6 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
     return str(content)
-
-
-def _seeded_sampler(temp: float, top_p: float, min_p: float, top_k: int, seed: int):
-    """Like mlx-lm's make_sampler, but with the request's own random key (reproducible in a batch)."""
-    import mlx.core as mx
-    from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
-
-    state = {"key": mx.random.key(seed)}
-
-    def sampler(logprobs):
-        if 0 < top_p < 1.0:
-            logprobs = apply_top_p(logprobs, top_p)
-        if min_p:
-            logprobs = apply_min_p(logprobs, min_p)
-        if top_k > 0:
-            logprobs = apply_top_k(logprobs, top_k)
-        state["key"], sub = mx.random.split(state["key"])
-        return mx.random.categorical(logprobs * (1 / temp), key=sub)
-
-    return sampler
-
-
-class Metrics:
-    """Counters for /metrics; written by the engine thread, read by the loop."""
-
-    TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-
-    def __init__(self):
-        self.requests = 0
-        self.requests_failed = 0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.ttft_counts = [0] * (len(self.TTFT_BUCKETS) + 1)
-        self.ttft_sum = 0.0
-        self.ttft_n = 0
-        self.batch_size_sum = 0
-        self.batch_steps = 0
-        self.cache_hits = 0
-        self.cache_misses = 0
-
-    def observe_ttft(self, sec: float) -> None:
-        for i, b in enumerate(self.TTFT_BUCKETS):
-            if sec <= b:
-                self.ttft_counts[i] += 1
-                break
-        else:
-            self.ttft_counts[-1] += 1
-        self.ttft_sum += sec
-        self.ttft_n += 1
 
 
 class Engine:
@@ -343,7 +167,7 @@ class Engine:
         eos = eos if eos else set(getattr(tokenizer, "eos_token_ids", None) or [])
         self._stop_sequences = StopSequences([(int(t),) for t in sorted(eos)])
         args = getattr(model, "args", None)
-        self.context_length = _context_length(target.path, args)
+        self.context_length = context_length(target.path, args)
         self._bg = BatchGenerator(model, max_tokens=self.max_tokens, completion_batch_size=self.max_concurrency,
                                   prefill_batch_size=min(8, self.max_concurrency), prefill_step_size=512,
                                   stream=mx.default_stream(mx.default_device()))
@@ -573,19 +397,12 @@ class Engine:
                 h.post(Event("error", error=EngineError(500, f"{type(exc).__name__}: {exc}", "server_error")))
 
     def _launch(self, h: RequestHandle, prompt: list[int], bounds: list[int], cache, cached: int) -> None:
-        from mlx_lm.sample_utils import greedy_sampler, make_sampler
-
         p = h.request.params
         ctx = self.context_length
         max_tokens = p.max_tokens or self.max_tokens
         if ctx:
             max_tokens = max(1, min(max_tokens, ctx - len(prompt)))
-        if p.temperature <= 0:
-            sampler = greedy_sampler
-        elif p.seed is not None:
-            sampler = _seeded_sampler(p.temperature, p.top_p, p.min_p, p.top_k, p.seed)
-        else:
-            sampler = make_sampler(p.temperature, top_p=p.top_p, min_p=p.min_p, top_k=p.top_k)
+        sampler = make_sampler(p)
         if self.prefix_cache is not None:
             if cached:
                 self.metrics.cache_hits += 1
@@ -691,17 +508,3 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
-
-
-def _context_length(path: Path, args: Any) -> int | None:
-    import json
-
-    try:
-        cfg = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):
-        cfg = {}
-    cfg = {**cfg, **(cfg.get("text_config") or {})}
-    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "context_length"):
-        if isinstance(cfg.get(key), int):
-            return cfg[key]
-    return getattr(args, "max_position_embeddings", None)

@@ -6,6 +6,7 @@ from typing import Any
 
 from mlxk.contract import Envelope
 from mlxk.inspection.classify import text_config
+from mlxk.inspection.context import context_length_of_config
 from mlxk.inspection.model_object import Inspection, inspect
 from mlxk.store.cache import scan
 from mlxk.store.names import ModelRef, resolve
@@ -73,7 +74,7 @@ def metadata(item: Inspection) -> dict[str, Any] | None:
     out: dict[str, Any] = {
         "model_type": cfg.get("model_type"),
         "quantization": f"{bits}bit" if bits else None,
-        "context_length": tc.get("max_position_embeddings") or tc.get("max_seq_len") or tc.get("n_ctx"),
+        "context_length": context_length_of_config(cfg),
         "vocab_size": tc.get("vocab_size"),
         "hidden_size": tc.get("hidden_size"),
         "num_attention_heads": tc.get("num_attention_heads"),

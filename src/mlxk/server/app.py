@@ -18,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from mlxk.engine.batch import Engine, EngineError, ModelTarget, RequestHandle
+from mlxk.engine.batch import Engine
+from mlxk.engine.bridge import RequestHandle
+from mlxk.engine.requests import EngineError, ModelTarget
 from mlxk.server import openai_api
 
 log = logging.getLogger("mlxk.server")
@@ -221,14 +223,14 @@ def build_app(state: ServeState) -> Starlette:
 
 
 def list_runnable(state: ServeState) -> list[dict]:
-    from mlxk.engine.batch import _context_length
+    from mlxk.inspection.context import context_length
     from mlxk.ops.listing import inspect_all
 
     out: dict[str, dict] = {}
     eng = state.engine
     for target in [t for t in (eng.default, eng.current) if t is not None]:
         out[target.name] = {"id": target.name, "object": "model", "created": int(state.started), "owned_by": "mlxk",
-                            "context_length": _context_length(target.path, None)}
+                            "context_length": context_length(target.path, None)}
     try:
         found = inspect_all()
     except Exception:  # the cache may be unreadable; the loaded model still counts
@@ -241,7 +243,7 @@ def list_runnable(state: ServeState) -> list[dict]:
             continue
         created = int(info.ref.snapshot.last_modified) if info.ref.snapshot else int(state.started)
         out.setdefault(name, {"id": name, "object": "model", "created": created, "owned_by": name.split("/")[0],
-                              "context_length": _context_length(info.ref.path, None)})
+                              "context_length": context_length(info.ref.path, None)})
     return list(out.values())
 
 

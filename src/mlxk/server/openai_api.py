@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
-from mlxk.engine.batch import EngineError, Event, GenerationRequest, SamplingParams, TokenLogprob, Usage
+from mlxk.engine.requests import EngineError, Event, GenerationRequest, SamplingParams, TokenLogprob, Usage
 
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 INTERRUPT_MESSAGE = "Stream interrupted: the server is shutting down"

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from mlxk.engine.batch import Engine, EngineError
+    from mlxk.engine.batch import Engine
+    from mlxk.engine.requests import EngineError
     from mlxk.server.app import ServerConfig, ServeState, build_app, resolve_target
 
     target = None

@@ -1,0 +1,42 @@
+"""Turn a request's sampling options into an mlx-lm sampler.
+
+One place for the rule, used by the server engine (per sequence) and by ``mlxk run``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from mlxk.engine.requests import SamplingParams
+
+
+def _seeded_sampler(temp: float, top_p: float, min_p: float, top_k: int, seed: int):
+    """Like mlx-lm's make_sampler, but with the request's own random key (reproducible in a batch)."""
+    import mlx.core as mx
+    from mlx_lm.sample_utils import apply_min_p, apply_top_k, apply_top_p
+
+    state = {"key": mx.random.key(seed)}
+
+    def sampler(logprobs):
+        if 0 < top_p < 1.0:
+            logprobs = apply_top_p(logprobs, top_p)
+        if min_p:
+            logprobs = apply_min_p(logprobs, min_p)
+        if top_k > 0:
+            logprobs = apply_top_k(logprobs, top_k)
+        state["key"], sub = mx.random.split(state["key"])
+        return mx.random.categorical(logprobs * (1 / temp), key=sub)
+
+    return sampler
+
+
+def make_sampler(p: SamplingParams) -> Callable:
+    """Greedy at temperature 0; seeded when the request gives a seed; else mlx-lm's sampler."""
+    from mlx_lm.sample_utils import greedy_sampler
+    from mlx_lm.sample_utils import make_sampler as mlx_make_sampler
+
+    if p.temperature <= 0:
+        return greedy_sampler
+    if p.seed is not None:
+        return _seeded_sampler(p.temperature, p.top_p, p.min_p, p.top_k, p.seed)
+    return mlx_make_sampler(p.temperature, top_p=p.top_p, min_p=p.min_p, top_k=p.top_k)
