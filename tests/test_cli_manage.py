@@ -190,7 +190,9 @@ def test_rm_refuses_workspace_and_reports_ambiguity(populated, tmp_path):
     assert payload["data"]["matches"] == [
         "mlx-community/Llama-3.2-1B-Instruct-4bit", "mlx-community/Llama-3.2-3B-Instruct-4bit"]
     payload, rc = run_json("rm", "nonexistent-model")
-    assert (rc, payload["error"]["type"]) == (1, "model_not_found")
+    assert (rc, payload["data"], payload["error"]) == (
+        1, None, {"type": "model_not_found", "message": "No models found matching 'nonexistent-model'"})
+    upstream_validate(payload)
 
 
 def test_rm_human_confirmation_on_a_terminal(populated, hub_cache):

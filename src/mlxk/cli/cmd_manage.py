@@ -171,7 +171,7 @@ def _rm(args: argparse.Namespace) -> Envelope:
             answer = input(f"Delete {plan.label} ({what}) from the cache? [y/N] ")
             return answer.strip().lower() in ("y", "yes")
 
-    return remove(args.model, force=args.force, confirm=confirm)
+    return remove(args.model, force=args.force, confirm=confirm, hold_signals_after=True)
 
 
 def _render_rm(env: Envelope, args: argparse.Namespace) -> None:
