@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.mlxk-installed
 
 install: $(STAMP) blas
 
-$(STAMP): pyproject.toml setup.py src/mlxk/engine/skinny_gemm.c
+$(STAMP): pyproject.toml setup.py src/mlxk/accel/skinny_gemm.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	@$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test]"

@@ -4,7 +4,7 @@
     python bench/decode_step.py --model PATH_OR_NAME [--batch 1 2 4 8 16] [--rounds 5]
 
 "mlxk" loads the model the way ``mlxk serve`` and ``mlxk run`` do: OpenBLAS with mlxk's
-decode GEMM in front of it (``mlxk.engine.skinny_gemm``). "mlx_lm" is ``mlx_lm.load`` on
+decode GEMM in front of it (``mlxk.accel``). "mlx_lm" is ``mlx_lm.load`` on
 OpenBLAS alone, which is what ``python -m mlx_lm.server`` gets with OpenBLAS preloaded.
 The library sits below MLX for the whole process, so each side runs in a process of its
 own; the two take turns, ``--rounds`` times, and the medians are compared. Each run times
@@ -40,9 +40,11 @@ def step_ms(model, batch: int, steps: int = 20) -> float:
 
 
 def child(kind: str, path: str, batches: list[int]) -> None:
-    from mlxk.engine import blas
+    from mlxk import accel
+    from mlxk.accel import report
 
-    line = blas.setup().line()
+    accel.bootstrap()  # mlx_lm's side runs with every piece but OpenBLAS switched off
+    line = "; ".join(report.observe().lines()[:2])
     if kind == "mlxk":
         from mlxk.engine.loader import load
 
@@ -67,7 +69,8 @@ def main() -> int:
     from serve_throughput import resolve_path
 
     path = resolve_path(args.model)
-    envs = {"mlxk": dict(os.environ), "mlx_lm": {**os.environ, "MLXK_DECODE_GEMM": "off"}}
+    envs = {"mlxk": dict(os.environ), "mlx_lm": {**os.environ, "MLXK_DECODE_GEMM": "off", "MLXK_CPU_KERNELS": "off",
+                                                 "MLXK_CPU_OPS": "off"}}
     times: dict[str, dict[int, list[float]]] = {k: {b: [] for b in args.batch} for k in envs}
     for r in range(args.rounds):
         for kind in (list(envs) if r % 2 == 0 else list(envs)[::-1]):

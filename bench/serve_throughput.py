@@ -190,12 +190,12 @@ def main() -> int:
     args = ap.parse_args()
     try:  # the BLAS mlxk serve loads: give mlx_lm.server the same one. Only to mlx_lm.server:
         # a preloaded BLAS would shadow mlxk's decode GEMM, which sits in front of OpenBLAS.
-        from mlxk.engine import blas
+        from mlxk.accel import blas, report
 
         lib = blas.find()
         if lib and "LD_PRELOAD" not in SERVER_ENV:
             MLX_LM_ENV["LD_PRELOAD"] = lib
-            print(f"both servers: BLAS {lib}; mlxk: {blas.describe().line()}")
+            print(f"both servers: BLAS {lib}; mlxk: {'; '.join(report.observe().lines()[:2])}")
     except ImportError:
         pass
     for kv in args.env:

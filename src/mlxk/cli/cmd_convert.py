@@ -106,11 +106,7 @@ def _doctor(args: argparse.Namespace) -> Envelope:
 
 
 def _render_doctor(env: Envelope, args: argparse.Namespace) -> None:
-    from mlxk.engine.blas import BlasInfo
-    from mlxk.engine.cpu_kernels import KernelInfo
-
     d = env.data
-    b, k = d["blas"], d["cpu_kernels"]
     mem = d["memory_total_bytes"]
     render.kv([
         ("mlxk", d["mlxk_version"]),
@@ -118,32 +114,38 @@ def _render_doctor(env: Envelope, args: argparse.Namespace) -> None:
         ("mlx", d["mlx_version"] or "not installed"),
         ("mlx-lm", d["mlx_lm_version"] or "not installed"),
         ("Device", d["device"] or "unavailable"),
-        ("BLAS", BlasInfo(b["name"], b["path"], "", b["decode_gemm"]).summary()),  # its note is in problems
-        ("CPU kernels", KernelInfo(tuple(k["flags"]), k["note"] or "").summary()),
+        *((piece["label"], _piece_text(piece)) for piece in _pieces(d["accel"])),
         ("Memory", f"{mem / 2**30:.1f} GiB total" if mem else "unknown"),
     ])
     for problem in d["problems"]:
         render.line(f"! {problem}")
 
 
-def _blas_version_line() -> str:
-    from mlxk.engine import blas
-
-    return blas.describe().line()
+ACCEL_LABELS = {"blas": "BLAS", "decode_gemm": "Decode GEMM", "cpu_kernels": "CPU kernels", "cpu_ops": "mx ops"}
 
 
-def _kernels_version_line() -> str:
-    from mlxk.engine import cpu_kernels
+def _pieces(accel: dict) -> list[dict]:
+    return [{"label": label, **accel[name]} for name, label in ACCEL_LABELS.items() if name in accel]
 
-    return cpu_kernels.describe().line()
+
+def _piece_text(piece: dict) -> str:
+    """A speed-up as doctor observed it: in use, off (why), or not seen (why)."""
+    state = {True: "in use", False: "off", None: "not seen"}[piece["on"]]
+    return f"{piece['summary']} [{state}" + (f": {piece['reason']}" if piece["reason"] else "") + "]"
+
+
+def _accel_version_lines() -> str:
+    """mlxk.accel's report for --version: mlx is not loaded there, so it gives the plan and says so."""
+    from mlxk.accel import report
+
+    return "\n".join(report.observe().lines())
 
 
 def _register_version_line() -> None:
     from mlxk.cli import cmd_manage
 
-    for line in (_blas_version_line, _kernels_version_line):
-        if line not in cmd_manage.VERSION_EXTRAS:
-            cmd_manage.VERSION_EXTRAS.append(line)
+    if _accel_version_lines not in cmd_manage.VERSION_EXTRAS:
+        cmd_manage.VERSION_EXTRAS.append(_accel_version_lines)
 
 
 _register_version_line()

@@ -81,11 +81,11 @@ def _run(args: argparse.Namespace):
         sys.stdout.write(env.data["response"])
     sys.stdout.write("\n")
     if args.verbose:
-        from mlxk.engine import blas, cpu_kernels
+        from mlxk.accel import report
 
         render.line(_stats_line(env.data), stderr=True)
-        render.line(blas.describe().line(), stderr=True)
-        render.line(cpu_kernels.describe().line(), stderr=True)
+        for line in report.observe().lines():  # observed after the run: what was in use
+            render.line(line, stderr=True)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Load a model folder with mlx-lm, after giving MLX a fast BLAS and CPU-tuned kernel builds."""
+"""Load a model folder with mlx-lm, after mlxk.accel's CPU speed-ups are in place."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlxk.engine import blas, cpu_kernels
+from mlxk import accel
 
 
 @dataclass
@@ -22,16 +22,11 @@ class Loaded:
 def load(path: Path) -> Loaded:
     import time
 
-    blas.setup()
-    kernels = cpu_kernels.setup()
+    accel.bootstrap()
     from mlx_lm import load as mlx_load
 
     start = time.perf_counter()
     model, tokenizer = mlx_load(str(path))
-    if kernels.flags:
-        from mlxk.engine import cpu_ops  # imports mlx: only after the BLAS set-up
-
-        cpu_ops.install()
     gen_cfg: dict[str, Any] = {}
     gc_file = path / "generation_config.json"
     if gc_file.is_file():

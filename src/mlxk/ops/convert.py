@@ -141,9 +141,6 @@ def convert_gguf(
 
 def _requantize(folder: Path, bits: int) -> None:
     """Quantize a float folder in place with mlx_lm (for GGUF imports asked for N-bit)."""
-    from mlxk.engine import blas
-
-    blas.setup()
     from mlx_lm.utils import load, quantize_model, save
 
     model, tokenizer, config = load(str(folder), return_config=True)
@@ -170,9 +167,6 @@ def convert_mlx(spec: str, target: Path | None, bits: int, into_cache: str | Non
         raise MlxkError("ValidationError", "Give a target folder or --into-cache NAME")
     from mlx_lm import convert as mlx_convert
 
-    from mlxk.engine import blas
-
-    blas.setup()
     tmp_root = Path(tempfile.mkdtemp(prefix="mlxk-convert-"))
     out = target if target is not None else tmp_root / "model"
     if target is not None:
@@ -265,6 +259,9 @@ def convert(
             raise MlxkError("ValidationError", f"--into-cache needs 'org/name', got '{into_cache}'")
     if repair:
         return repair_index(source)
+    from mlxk import accel
+
+    accel.bootstrap()  # every path below imports mlx
     tgt = Path(target).expanduser() if target else None
     if source.lower().endswith(".gguf"):
         return convert_gguf(source, tgt, dtype, "auto" if quantize == "auto" else quantize, into_cache, progress)

@@ -1,4 +1,5 @@
-"""``doctor``: what the runtime looks like here (device, BLAS, versions, memory)."""
+"""``doctor``: what the runtime looks like here (device, versions, memory, and which of
+mlxk's CPU speed-ups are in use, as observed in this process: mlxk.accel.report)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ def _version(dist: str) -> str | None:
 
 
 def doctor() -> Envelope:
-    from mlxk.engine import blas, cpu_kernels
+    from mlxk import accel
+    from mlxk.accel import report
 
-    info = blas.setup()
-    kernels = cpu_kernels.describe()
+    accel.bootstrap()
     device, backends, problem = None, {}, None
     try:
         import mlx.core as mx
@@ -34,6 +35,7 @@ def doctor() -> Envelope:
         mx.eval(a @ a)
     except Exception as exc:  # report, don't crash: this is the diagnostic command
         problem = f"{type(exc).__name__}: {exc}"
+    observed = report.observe(probe=problem is None)
     data = {
         "mlxk_version": __version__,
         "python": platform.python_version(),
@@ -42,10 +44,9 @@ def doctor() -> Envelope:
         "mlx_lm_version": _version("mlx-lm"),
         "device": device,
         "backends": backends,
-        "blas": {"name": info.name, "path": info.path, "note": info.note or None, "decode_gemm": info.decode_gemm},
-        "cpu_kernels": {"flags": list(kernels.flags), "note": kernels.note or None},
+        "accel": observed.as_json(),
         "memory_total_bytes": memory_total_bytes(),
         "memory_available_bytes": memory_available_bytes(),
-        "problems": [p for p in (problem,) if p] + ([info.note] if info.name.startswith("bundled") else []),
+        "problems": [p for p in (problem,) if p] + observed.problems(),
     }
     return Envelope.success("doctor", data)

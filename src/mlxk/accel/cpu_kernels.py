@@ -9,7 +9,8 @@ AVX2, FMA and F16C we put a ``g++`` first on PATH that adds those flags, and giv
 kernel folder of mlxk's own (TMPDIR), named for the flags, so kernels built with and
 without them never mix and a home shared between machines never hands one to a CPU that
 lacks them. That is about a tenth of a decode step at 16 sequences on a 2-vCPU EPYC.
-``MLXK_CPU_KERNELS=off`` leaves MLX as it is. Call :func:`setup` before the first eval.
+``MLXK_CPU_KERNELS=off`` leaves MLX as it is. :func:`mlxk.accel.bootstrap` calls
+:func:`setup` before mlx is imported.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlxk.engine.blas import switched_off
+from mlxk.accel import gate
 from mlxk.store.cache import mlxk_cache_dir
-from mlxk.store.register import atomic_write
 
+# MLX runs `g++` from PATH and keeps its kernels in $TMPDIR/mlx/<version>/cpu
+VERIFIED_MLX = ("0.32.4",)
 FLAGS = ("-mavx2", "-mfma", "-mf16c")
 CPU_FEATURES = ("avx2", "fma", "f16c")  # as /proc/cpuinfo names them
 
@@ -84,13 +86,13 @@ NO_GXX = "no g++ on PATH (MLX runs fused ops without compiling them)"
 
 
 def _why_not() -> str | None:
-    if switched_off("MLXK_CPU_KERNELS"):
+    if gate.switched_off("MLXK_CPU_KERNELS"):
         return "MLXK_CPU_KERNELS=off"
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return ""  # Metal, or a CPU whose wheels need no help: nothing to say
     if not _cpu_has(CPU_FEATURES):
         return "this CPU lacks AVX2/FMA/F16C"
-    return None
+    return gate.unverified(VERIFIED_MLX)
 
 
 def setup() -> KernelInfo:
@@ -106,6 +108,8 @@ def setup() -> KernelInfo:
     if real is None:
         _INFO = KernelInfo((), NO_GXX)
         return _INFO
+    from mlxk.store.register import atomic_write
+
     folder = kernel_dir()
     wrappers = folder / "bin"
     script = WRAPPER.format(gxx=shlex.quote(real), flags=" ".join(FLAGS))
@@ -125,8 +129,18 @@ def setup() -> KernelInfo:
     return _INFO
 
 
-def describe() -> KernelInfo:
-    """What setup() would do, without doing it (for --version and doctor)."""
+def info() -> KernelInfo | None:
+    """What setup() did in this process; None when it was not asked."""
+    return _INFO
+
+
+def built_kernels() -> list[Path]:
+    """The kernel libraries MLX has built in mlxk's folder (by any process, any mlx version)."""
+    return sorted((kernel_dir() / "tmp").glob("mlx/*/cpu/lib*.so"))
+
+
+def plan() -> KernelInfo:
+    """What setup() does, without doing it (for --version)."""
     if _INFO is not None:
         return _INFO
     why = _why_not()

@@ -11,12 +11,21 @@
  * Each output element is the same dot product (same order of additions) whatever the
  * number of rows, so a sequence decodes to the same bits alone or in a batch.
  *
- * MLX resolves cblas_sgemm through the global symbol scope; mlxk.engine.blas loads this
- * library RTLD_GLOBAL before the BLAS and before mlx. It is built as an optional
+ * MLX resolves cblas_sgemm through the global symbol scope; mlxk.accel.decode_gemm loads
+ * this library RTLD_GLOBAL before the BLAS and before mlx. It is built as an optional
  * extension: without a C compiler mlxk still works, at plain BLAS speed.
+ *
+ * On a shared machine the threads adapt: every 200 ms the first call to look reads how much
+ * CPU other processes took (/proc/stat, less this process's own CPU time) and uses only as
+ * many threads as there are CPUs left. A second thread on a CPU that another process keeps
+ * busy makes every product wait at OpenMP's closing barrier until the scheduler lets that
+ * thread run: slower than one thread.
  */
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
 #include <dlfcn.h>
 #ifdef __x86_64__
 #include <immintrin.h>
@@ -31,6 +40,61 @@ static sgemm_fn next_sgemm;
 static int max_rows = 16;
 static int max_threads = 2;
 static long calls_fast, calls_forwarded;
+
+/* ---- how many threads the machine has room for ---------------------------------------- */
+static int adapt = 1;
+static int threads_now = 2;          /* the current choice, at most max_threads */
+static long long sample_at_ns;       /* when the last sample was taken (0: never) */
+static long long busy_ticks_then;    /* /proc/stat: busy ticks of all CPUs, at the last sample */
+static long long own_ns_then;        /* this process's CPU time, at the last sample */
+static int others_milli = -1;        /* CPUs other processes used over the last window, x1000 */
+
+enum { SAMPLE_NS = 200000000 };
+
+static long long now_ns(clockid_t clock) {
+  struct timespec ts;
+  clock_gettime(clock, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* user + nice + system + irq + softirq + steal of all CPUs, in clock ticks; -1 if unreadable */
+static long long busy_ticks(void) {
+  FILE *f = fopen("/proc/stat", "r");
+  if (!f) return -1;
+  long long v[8] = {0};
+  int n = fscanf(f, "cpu %lld %lld %lld %lld %lld %lld %lld %lld", &v[0], &v[1], &v[2], &v[3],
+                 &v[4], &v[5], &v[6], &v[7]);
+  fclose(f);
+  return n < 8 ? -1 : v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+}
+
+static void sample(long long wall_ns) {
+  const long long busy = busy_ticks(), own = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+  const long hz = sysconf(_SC_CLK_TCK);
+  if (busy >= 0 && busy_ticks_then > 0 && wall_ns > 0 && hz > 0) {
+    double others = ((double)(busy - busy_ticks_then) * 1e9 / hz - (double)(own - own_ns_then)) / wall_ns;
+    if (others < 0) others = 0;
+    const long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int room = (int)((online > 0 ? online : 1) - others + 0.5);
+    if (room < 1) room = 1;
+    __atomic_store_n(&others_milli, (int)(others * 1000), __ATOMIC_RELAXED);
+    __atomic_store_n(&threads_now, room < max_threads ? room : max_threads, __ATOMIC_RELAXED);
+  }
+  busy_ticks_then = busy;
+  own_ns_then = own;
+}
+
+static int pick_threads(void) {
+  if (!adapt || max_threads == 1) return max_threads;
+  const long long now = now_ns(CLOCK_MONOTONIC_COARSE);
+  long long then = __atomic_load_n(&sample_at_ns, __ATOMIC_RELAXED);
+  /* one caller takes each sample; the others keep the current choice */
+  if (now - then >= SAMPLE_NS &&
+      __atomic_compare_exchange_n(&sample_at_ns, &then, now, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+    sample(then ? now - then : 0);
+  const int t = __atomic_load_n(&threads_now, __ATOMIC_RELAXED);
+  return t < max_threads ? t : max_threads;
+}
 
 /* C = alpha * d + beta * C, without reading C when beta is 0 (it may hold garbage) */
 static inline void store(float *c, float d, float alpha, float beta) {
@@ -199,7 +263,7 @@ static void dots_range(int s, int n0, int n1, int K, const float *S, int lds, co
 static void dots(int s, int n, int K, const float *S, int lds, const float *W, int ldw,
                  float *C, ptrdiff_t cs, ptrdiff_t cw, float alpha, float beta) {
   /* one thread for small products (attention): waking a second costs more than it saves */
-  const int threads = (size_t)n * K >= 65536 ? max_threads : 1;
+  const int threads = (size_t)n * K >= 65536 ? pick_threads() : 1;
   if (threads == 1) {
     dots_range(s, 0, n, K, S, lds, W, ldw, C, cs, cw, alpha, beta);
     return;
@@ -258,11 +322,25 @@ void cblas_sgemm(int order, int ta, int tb, int M, int N, int K, float alpha,
   next_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* Called by mlxk.engine.blas: the BLAS to forward to, and the limits (0 keeps a value). */
-void mlxk_skinny_configure(sgemm_fn next, int rows, int threads) {
+/* Called by mlxk.accel.decode_gemm: the BLAS to forward to, the limits (0 keeps a value), and
+   whether the thread count follows the CPUs other processes leave free (else: always the most). */
+void mlxk_skinny_configure(sgemm_fn next, int rows, int threads, int adapt_threads) {
   if (next) next_sgemm = next;
   if (rows > 0) max_rows = rows;
   if (threads > 0) max_threads = threads;
+  threads_now = max_threads;
+  adapt = adapt_threads;
+}
+
+/* The BLAS calls go on to (for the report: which library that is). */
+void *mlxk_skinny_next(void) { return (void *)next_sgemm; }
+
+/* Threads: the most, the current choice, and the CPUs others used in the last window (x1000;
+   -1 before the first window). */
+void mlxk_skinny_threads(int *most, int *now, int *others) {
+  *most = max_threads;
+  *now = adapt ? __atomic_load_n(&threads_now, __ATOMIC_RELAXED) : max_threads;
+  *others = __atomic_load_n(&others_milli, __ATOMIC_RELAXED);
 }
 
 /* How many calls took the fast path and how many went on to the BLAS (for tests). */

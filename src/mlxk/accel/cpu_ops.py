@@ -7,11 +7,12 @@ which on the CPU is matmul, softmax, matmul). MLX's CPU logsumexp and softmax li
 libmlx, built for baseline x86-64: a scalar exp whose multiply-adds are calls into libm.
 Written as MLX ops under ``mx.compile``, the same math becomes fused kernels that
 cpu_kernels has MLX build with AVX2/FMA: on the bench machine logsumexp takes 4 ms instead
-of 12 (same bits) and a step's attention softmaxes 5 ms instead of 13 (within 1e-8).
-:func:`install` routes float32 calls on the CPU device through them; every other call
-(other dtypes, attention sinks, an explicit stream) goes to MLX's own. Installed by the
-loader only when cpu_kernels is in use and the device is the CPU (Metal and CUDA have
-fused kernels of their own).
+of 12 (same bits) and a step's attention softmaxes 5 ms instead of 13 (within 1e-8, not the
+same bits). :func:`install` routes float32 calls on the CPU device through them; every other
+call (other dtypes, attention sinks, an explicit stream) goes to MLX's own. Which of the two
+are replaced, and when, is decided in :mod:`mlxk.accel.ops_plan` (attention only on request);
+:func:`mlxk.accel.bootstrap` installs them. This module imports mlx: import it only after
+the bootstrap's BLAS set-up.
 """
 
 from __future__ import annotations
@@ -87,17 +88,26 @@ def scaled_dot_product_attention(q, k, v, *, scale, mask=None, sinks=None, **kw)
     return out.reshape(B, n_q, L, v.shape[-1]) if rep > 1 else out
 
 
-def install() -> bool:
-    """Route mx.logsumexp and mx.fast.scaled_dot_product_attention through this module for
-    this process. Idempotent."""
+def install(ops: tuple[str, ...]) -> list[str]:
+    """Route the named ops ("logsumexp", "attention") through this module for this process.
+    Returns the mx functions that are replaced now (none off the CPU device). Idempotent."""
     global _MLX_LOGSUMEXP, _MLX_SDPA, _lse_kernel, _softmax_kernel
     if mx.default_device() != mx.cpu:
-        return False
-    if _MLX_LOGSUMEXP is None:
-        # shapeless: traced once, whatever the rows (logsumexp) or the keys (softmax) later
+        return []
+    # shapeless: traced once, whatever the rows (logsumexp) or the keys (softmax) later
+    if "logsumexp" in ops and _MLX_LOGSUMEXP is None:
         _lse_kernel = mx.compile(_lse_last, shapeless=True)
-        _softmax_kernel = mx.compile(_softmax_last, shapeless=True)
-        _MLX_LOGSUMEXP, _MLX_SDPA = mx.logsumexp, mx.fast.scaled_dot_product_attention
+        _MLX_LOGSUMEXP = mx.logsumexp
         mx.logsumexp = logsumexp
+    if "attention" in ops and _MLX_SDPA is None:
+        _softmax_kernel = mx.compile(_softmax_last, shapeless=True)
+        _MLX_SDPA = mx.fast.scaled_dot_product_attention
         mx.fast.scaled_dot_product_attention = scaled_dot_product_attention
-    return True
+    return replaced()
+
+
+def replaced() -> list[str]:
+    """The mx functions that are this module's right now (looked up, not remembered)."""
+    return [name for name, mine in (("mx.logsumexp", mx.logsumexp is logsumexp),
+                                    ("mx.fast.scaled_dot_product_attention",
+                                     mx.fast.scaled_dot_product_attention is scaled_dot_product_attention)) if mine]
