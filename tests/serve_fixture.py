@@ -107,7 +107,8 @@ class ServerProc:
         self.log_path = tmp / f"serve-{self.port}.log"
         hf_home = tmp / "hf_home"
         hf_home.mkdir(exist_ok=True)
-        full_env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", **(env or {})}
+        inherited = {k: v for k, v in os.environ.items() if k != "MLXK_API_KEY"}  # a key only when a test sets one
+        full_env = {**inherited, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", **(env or {})}
         if "--prefix-cache-dir" not in extra and "--no-prefix-cache" not in extra:
             extra = (*extra, "--prefix-cache-dir", str(tmp / "prefix-cache"))
         self._log = open(self.log_path, "wb")
@@ -118,6 +119,12 @@ class ServerProc:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def worker_pid(self) -> int:
+        """The server process the supervisor (``self.proc``) started."""
+        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 1, f"expected one server process, found {children}:\n{self.log()}"
+        return int(children[0])
 
     def wait_ready(self, timeout: float = 90) -> "ServerProc":
         import httpx2 as httpx
@@ -151,6 +158,6 @@ class ServerProc:
 def served(serve_model_dir, tmp_path_factory):
     """A server for the whole module: yields the ServerProc."""
     tmp = tmp_path_factory.mktemp("serve")
-    srv = ServerProc(serve_model_dir, tmp, "--api-key", "sk-test").wait_ready()
+    srv = ServerProc(serve_model_dir, tmp, env={"MLXK_API_KEY": "sk-test"}).wait_ready()
     yield srv
     srv.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mlxk.cli.base import Command
@@ -10,10 +11,22 @@ from mlxk.cli.base import Command
 
 def _cfg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model to preload (name, org/name, name@hash or a workspace path)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1); any other than loopback needs an API key")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-tokens", type=int, default=4096, help="upper bound for max_tokens per request")
-    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY'")
+    p.add_argument("--api-key-file", metavar="PATH",
+                   help="require 'Authorization: Bearer KEY', KEY read from this file (or set MLXK_API_KEY)")
+    p.add_argument("--api-key", metavar="KEY",
+                   help="deprecated: the key is visible to every user in 'ps'; use MLXK_API_KEY or --api-key-file")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="allow binding a non-loopback address without an API key")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="also serve requests whose Host header is NAME (repeatable; default: the bound "
+                        "address and localhost only, against DNS rebinding)")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="also serve browser pages from ORIGIN, e.g. https://app.example (repeatable; '*' for "
+                        "any; default: same origin and http://localhost, 127.0.0.1, [::1] on any port)")
     p.add_argument("--allow", nargs="+", metavar="MODEL", help="models a request may switch to")
     p.add_argument("--idle-unload", type=float, metavar="SECONDS", help="free the model after inactivity")
     p.add_argument("--prefix-cache-dir", help="folder of prefix-cache snapshots (default: under the mlxk cache)")
@@ -25,23 +38,41 @@ def _cfg(p: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from mlxk.contract import MlxkError
+    from mlxk.server.security import API_KEY_ENV, is_loopback, resolve_api_key
     from mlxk.server.supervisor import supervise
 
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
-        sys.stderr.write(f"warning: binding {args.host} without --api-key: anyone who can reach it can use it\n")
+    if args.api_key is not None:
+        sys.stderr.write("warning: --api-key is visible to every user of this machine in 'ps'; "
+                         f"use {API_KEY_ENV} or --api-key-file instead\n")
+    key = resolve_api_key(args.api_key, args.api_key_file)
+    if not key and not is_loopback(args.host):
+        if not args.insecure_no_auth:
+            raise MlxkError("ValidationError", f"Refusing to bind {args.host} without an API key: anyone who can "
+                            f"reach it could use it. Set {API_KEY_ENV} or --api-key-file, or pass "
+                            "--insecure-no-auth if that is really meant.", exit_code=2)
+        sys.stderr.write(f"warning: binding {args.host} without an API key (--insecure-no-auth): "
+                         "anyone who can reach it can use it\n")
+    env = dict(os.environ)
+    env.pop(API_KEY_ENV, None)
+    if key:
+        env[API_KEY_ENV] = key  # the worker reads it there: never in its argv
     cmd = [sys.executable, "-m", "mlxk.server.worker", "--host", args.host, "--port", str(args.port),
            "--max-tokens", str(args.max_tokens), "--max-concurrency", str(args.max_concurrency)]
-    for flag in ("model", "api_key", "idle_unload", "prefix_cache_dir", "prefix_cache_bytes", "max_queue"):
+    for flag in ("model", "idle_unload", "prefix_cache_dir", "prefix_cache_bytes", "max_queue"):
         value = getattr(args, flag)
         if value is not None:
             cmd += ["--" + flag.replace("_", "-"), str(value)]
+    for flag in ("allowed_host", "cors_origin"):
+        for value in getattr(args, flag) or []:
+            cmd.append(f"--{flag.replace('_', '-')}={value}")  # "=": a value may start with "-"
     if args.allow:
         cmd += ["--allow", *args.allow]
     if args.no_prefix_cache:
         cmd.append("--no-prefix-cache")
     if args.log_json:
         cmd.append("--log-json")
-    return supervise(cmd)
+    return supervise(cmd, env=env)
 
 
 COMMANDS = [

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from mlxk.engine.batch import Engine
 from mlxk.engine.bridge import RequestHandle
 from mlxk.engine.requests import EngineError, ModelTarget
-from mlxk.server import openai_api
+from mlxk.server import openai_api, security
 
 log = logging.getLogger("mlxk.server")
 MAX_BODY = 16 * 1024 * 1024
@@ -33,6 +33,7 @@ class ServerConfig:
     api_key: str | None = None
     allow: list[str] = field(default_factory=list)
     max_tokens: int = 4096
+    security: security.SecurityPolicy = field(default_factory=security.SecurityPolicy)
 
 
 def display_name(spec: str, ref) -> str:
@@ -97,11 +98,6 @@ def _err(err: EngineError, headers: dict | None = None) -> JSONResponse:
 
 
 def build_app(state: ServeState) -> Starlette:
-    async def auth(request: Request) -> None:
-        key = state.config.api_key
-        if key and request.headers.get("authorization", "") != f"Bearer {key}":
-            raise EngineError(401, "Incorrect API key provided", param=None, code="invalid_api_key")
-
     async def body_of(request: Request) -> dict:
         raw = await request.body()
         if len(raw) > MAX_BODY:
@@ -116,7 +112,7 @@ def build_app(state: ServeState) -> Starlette:
 
     async def generate(request: Request, kind: str) -> Response:
         try:
-            await auth(request)
+            security.check_key(state.config.api_key, security.bearer_key(request.headers))
             if state.shutting_down:
                 raise EngineError(503, "Server is shutting down", "server_error", code="shutting_down")
             body = await body_of(request)
@@ -175,7 +171,7 @@ def build_app(state: ServeState) -> Starlette:
 
     async def models(request: Request) -> Response:
         try:
-            await auth(request)
+            security.check_key(state.config.api_key, security.bearer_key(request.headers))
         except EngineError as err:
             return _err(err)
         data = await asyncio.to_thread(list_runnable, state)
@@ -219,7 +215,8 @@ def build_app(state: ServeState) -> Starlette:
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method})
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method},
+                     middleware=security.middleware(state.config.security))
 
 
 def list_runnable(state: ServeState) -> list[dict]:

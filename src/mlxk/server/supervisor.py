@@ -3,11 +3,17 @@
 First SIGINT/SIGTERM: forwarded (the server interrupts its streams and exits), with a
 hard kill after ``grace`` seconds. Second SIGINT: kill at once. If the server dies on
 its own, report its exit code and last log lines instead of hanging.
+
+The server never outlives the supervisor, even after a ``kill -9`` of it: it gets the
+supervisor's pid (``--supervisor-pid``) and a stdin pipe that only the supervisor writes
+to, and exits when either says the supervisor is gone (see ``worker.watch_supervisor``).
+Secrets go in ``env``, never in ``cmd`` (argv is visible to every user in ``ps``).
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import subprocess
 import sys
@@ -17,8 +23,8 @@ import time
 
 def supervise(cmd: list[str], grace: float = 4.5, env: dict | None = None) -> int:
     tail: collections.deque[str] = collections.deque(maxlen=20)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen([*cmd, "--supervisor-pid", str(os.getpid())], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def pump() -> None:
         assert proc.stdout is not None
@@ -62,6 +68,8 @@ def supervise(cmd: list[str], grace: float = 4.5, env: dict | None = None) -> in
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        assert proc.stdin is not None
+        proc.stdin.close()
     reader.join(timeout=1)
     if state["signals"]:
         if state["signals"] > 1:

@@ -2,18 +2,23 @@
 
 Signals: the first SIGINT/SIGTERM interrupts every running stream (each gets the interrupt
 marker and ``[DONE]``), stops accepting and exits 0; uvicorn force-exits on a second one.
+
+The API key comes only from ``MLXK_API_KEY`` (argv is world-readable in ``ps``). With
+``--supervisor-pid`` the worker never outlives its supervisor (see ``watch_supervisor``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 
 
 class _JsonFormatter(logging.Formatter):
@@ -28,7 +33,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-tokens", type=int, default=4096)
-    p.add_argument("--api-key")
     p.add_argument("--allow", nargs="*", default=[])
     p.add_argument("--idle-unload", type=float)
     p.add_argument("--prefix-cache-dir")
@@ -37,21 +41,57 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-concurrency", type=int, default=32)
     p.add_argument("--max-queue", type=int)
     p.add_argument("--log-json", action="store_true")
+    p.add_argument("--allowed-host", action="append", default=[])
+    p.add_argument("--cors-origin", action="append", default=[])
+    p.add_argument("--supervisor-pid", type=int, help="exit when this parent dies; stdin is a pipe from it")
     return p.parse_args(argv)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def watch_supervisor(supervisor_pid: int, grace: float = 8.0) -> None:
+    """Never serve orphaned: a ``kill -9`` of the supervisor must free the port.
+
+    Linux: the kernel sends SIGTERM when the parent dies (PR_SET_PDEATHSIG), and a parent
+    that died before it was armed shows as a changed ppid. Everywhere: stdin is a pipe whose
+    only writer is the supervisor, so EOF means it is gone (or wants us gone): SIGTERM for
+    the graceful exit, then a hard exit after ``grace`` seconds should that hang.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != supervisor_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)  # a second SIGTERM after the kernel's is harmless
+        time.sleep(grace)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    if args.supervisor_pid is not None:
+        watch_supervisor(args.supervisor_pid)
+    from mlxk.server.security import API_KEY_ENV, SecurityPolicy  # no mlx: fine before the BLAS set-up
+
+    api_key = os.environ.pop(API_KEY_ENV, "").strip() or None  # not inherited by anything we start
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if args.log_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     log = logging.getLogger("mlxk.server")
-    from mlxk import accel
-    from mlxk.accel import report
+    from mlxk.engine import blas, cpu_kernels
 
-    accel.bootstrap()  # before anything imports mlx
-    for line in report.observe(probe=True).lines():
-        log.info(line)
+    log.info(blas.setup().line())  # before anything imports mlx
+    log.info(cpu_kernels.setup().line())
 
     import uvicorn
 
@@ -77,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(target, max_tokens=args.max_tokens, max_concurrency=args.max_concurrency,
                     max_queue=args.max_queue if args.max_queue is not None else max(64, 8 * args.max_concurrency), prefix_cache=prefix_cache,
                     idle_unload=args.idle_unload)
-    state = ServeState(engine, ServerConfig(args.model, args.api_key, list(args.allow or []), args.max_tokens))
+    policy = SecurityPolicy(args.host, args.allowed_host, args.cors_origin)
+    state = ServeState(engine, ServerConfig(args.model, api_key, list(args.allow or []), args.max_tokens,
+                                            security=policy))
     app = build_app(state)
 
     class Server(uvicorn.Server):
@@ -117,6 +159,9 @@ if __name__ == "__main__":
     code = main()
     # MLX's native threads can abort a normal interpreter teardown ("terminate called
     # without an active exception"); everything is flushed by now, so leave directly.
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # the supervisor (the pipe's reader) may be gone
+            pass
     os._exit(code)
