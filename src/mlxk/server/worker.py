@@ -88,10 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(_JsonFormatter() if args.log_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     log = logging.getLogger("mlxk.server")
-    from mlxk.engine import blas, cpu_kernels
+    from mlxk import accel
+    from mlxk.accel import report
 
-    log.info(blas.setup().line())  # before anything imports mlx
-    log.info(cpu_kernels.setup().line())
+    accel.bootstrap()  # before anything imports mlx
+    for line in report.observe(probe=True).lines():
+        log.info(line)
 
     import uvicorn
 
