@@ -23,6 +23,8 @@ import time
 
 def supervise(cmd: list[str], grace: float = 4.5, env: dict | None = None) -> int:
     tail: collections.deque[str] = collections.deque(maxlen=20)
+    # Call from a thread that lives as long as the server: Linux's parent-death signal
+    # follows the thread that started the child, not the process.
     proc = subprocess.Popen([*cmd, "--supervisor-pid", str(os.getpid())], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
