@@ -26,15 +26,9 @@ def hub(monkeypatch):
 
 def run_json(*args, **kw):
     """conftest.run_json, plus validation against the upstream 0.2.2 JSON schema."""
-    import json
-    from pathlib import Path
-
-    import jsonschema
-
     from tests.conftest import run_json as _run_json
+    from tests.schema import upstream_validate
 
     payload, rc = _run_json(*args, **kw)
-    schema_path = Path(__file__).resolve().parents[2] / "shared" / "spec" / "upstream-json-api-schema-0.2.2.json"
-    if schema_path.is_file():
-        jsonschema.validate(payload, json.loads(schema_path.read_text()))
+    upstream_validate(payload)
     return payload, rc

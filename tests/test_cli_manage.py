@@ -11,17 +11,7 @@ import pytest
 
 from tests.cachebuilder import gguf_bytes, mlx_base_files, mlx_chat_files
 from tests.conftest import REPO_ROOT, run_cli, run_json
-
-UPSTREAM_SCHEMA = REPO_ROOT.parent / "shared" / "spec" / "upstream-json-api-schema-0.2.2.json"
-
-
-def upstream_validate(payload: dict) -> None:
-    """Our answers must also satisfy the upstream project's published schema."""
-    import jsonschema
-
-    if not UPSTREAM_SCHEMA.exists():
-        pytest.skip("upstream schema not beside this checkout")
-    jsonschema.validate(payload, json.loads(UPSTREAM_SCHEMA.read_text()))
+from tests.schema import upstream_validate
 
 
 @pytest.fixture
@@ -96,9 +86,30 @@ def test_show_metadata_files_config(populated):
     assert types["config.json"] == "config"
     assert payload["data"]["config"]["model_type"] == "llama"
     upstream_validate(payload)
+    assert payload["data"]["metadata"] is None  # the spec's --files/--config examples carry none
+    payload, _ = run_json("show", "Llama-3.2-1B-Instruct-4bit", "--config")
+    assert payload["data"]["metadata"] is None and payload["data"]["config"]["hidden_size"] == 64
+    upstream_validate(payload)
     human = run_cli("show", "Llama-3.2-1B-Instruct-4bit", "--files")
-    assert "Framework: MLX" in human.stdout.replace("  ", " ") or "MLX" in human.stdout
-    assert "model.safetensors" in human.stdout
+    lines = human.stdout.splitlines()
+    assert "Framework:    MLX" in lines and "Runnable:     yes" in lines, human.stdout
+    assert any(line.split() == ["model.safetensors", "224B", "weights"] for line in lines), human.stdout
+
+
+def test_show_gpt2_style_config(cache):
+    """GPT-2's names (n_positions, n_embd, n_layer, n_head) give the context length and sizes."""
+    cfg = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_positions": 1024, "n_ctx": 1024,
+           "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257}
+    files = mlx_chat_files()
+    files["config.json"] = json.dumps({**cfg, "quantization": {"group_size": 64, "bits": 4}}).encode()
+    cache.add("mlx-community/gpt2-4bit", files)
+    payload, rc = run_json("show", "gpt2-4bit")
+    assert rc == 0
+    meta = payload["data"]["metadata"]
+    assert (meta["context_length"], meta["hidden_size"], meta["num_hidden_layers"], meta["num_attention_heads"]) == (
+        1024, 768, 12, 12)
+    assert meta["model_type"] == "gpt2" and meta["vocab_size"] == 50257
+    upstream_validate(payload)
 
 
 def test_show_errors(populated):
@@ -234,6 +245,39 @@ def test_schema_command_publishes_models():
     assert "ModelObject" in json.dumps(schema) and "list_data" in schema["data_by_command"]
 
 
+def _imported_after(args: list[str], prefixes: tuple[str, ...]) -> list[str]:
+    """The modules (of ``prefixes``) a real process has imported after running ``mlxk args``."""
+    code = (
+        "import sys, io, contextlib; from mlxk.cli.main import main\n"
+        f"with contextlib.redirect_stdout(io.StringIO()): main({args!r})\n"
+        f"print(sorted(m for m in sys.modules if m in {prefixes!r} or m.split('.')[0] in {prefixes!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().replace("'", '"'))
+
+
+@pytest.mark.parametrize("args", [["--version", "--json"], ["--version"]])
+def test_version_fast_path_imports_neither_rich_nor_metadata(args):
+    assert _imported_after(args, ("rich", "importlib.metadata", "huggingface_hub", "pydantic")) == []
+
+
+def test_health_reads_the_folders_without_huggingface_hub(populated):
+    assert _imported_after(["health", "--json"], ("huggingface_hub", "yaml", "importlib.metadata")) == []
+
+
+def test_version_is_the_packaged_one():
+    """mlxk/_version.py is what --version says; pyproject.toml and the installed metadata must agree."""
+    import importlib.metadata
+    import tomllib
+
+    from mlxk import __version__
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert __version__ == project["version"] == importlib.metadata.version("mlxk")
+    payload, _ = run_json("--version")
+    assert payload["data"]["cli_version"] == __version__
+
+
 @pytest.mark.parametrize("args", [["--version"], ["list"], ["show", "base-model"], ["health"], ["rm", "nothing"]])
 def test_read_only_commands_never_import_mlx(populated, args):
     code = (
@@ -251,3 +295,53 @@ def test_entry_points_are_installed():
     for name in ("mlxk", "mlxk2", "mlxk-json"):
         proc = subprocess.run([str(bindir / name), "--version", "--json"], capture_output=True, text=True)
         assert json.loads(proc.stdout)["command"] == "version"
+
+
+@pytest.fixture
+def workspaces(tmp_path):
+    """Model folders as users keep them beside their work: some by prefix, one a level deeper."""
+    root = tmp_path / "work"
+    for rel in ("models/gemma-b", "models/gemma-a", "models/qwen", "models/org/deep-model"):
+        folder = root / rel
+        folder.mkdir(parents=True)
+        for name, content in mlx_chat_files().items():
+            (folder / name).write_bytes(content)
+    (root / "models" / "notes").mkdir()
+    (root / "models" / "notes" / "todo.txt").write_text("x")
+    (root / "models" / "gguf-only").mkdir()
+    (root / "models" / "gguf-only" / "m.gguf").write_bytes(gguf_bytes())
+    return root
+
+
+@pytest.mark.parametrize("typed,names", [
+    ("./models", ["./models/gemma-a", "./models/gemma-b", "./models/gguf-only", "./models/org/deep-model",
+                  "./models/qwen"]),
+    ("./models/", ["./models/gemma-a", "./models/gemma-b", "./models/gguf-only", "./models/org/deep-model",
+                   "./models/qwen"]),
+    ("./models/gemma-", ["./models/gemma-a", "./models/gemma-b"]),
+    ("./models/qwen", ["./models/qwen"]),
+    ("./models/o", ["./models/org/deep-model"]),
+    ("./models/zzz", []),
+])
+def test_list_path_names_workspaces_as_typed(workspaces, typed, names):
+    payload, rc = run_json("list", typed, cwd=workspaces)
+    assert rc == 0, payload
+    assert [m["name"] for m in payload["data"]["models"]] == names
+    assert payload["data"]["count"] == len(names)
+    assert all(m["cached"] is False and m["hash"] is None for m in payload["data"]["models"])
+    upstream_validate(payload)
+
+
+def test_list_absolute_path_and_cache_untouched(workspaces, populated):
+    typed = str(workspaces / "models" / "gemma-")
+    payload, _ = run_json("list", typed)
+    assert [m["name"] for m in payload["data"]["models"]] == [typed + "a", typed + "b"]
+    assert payload["data"]["models"][0]["health"] == "healthy" and payload["data"]["models"][0]["framework"] == "MLX"
+    human = run_cli("list", "./models/gemma-", cwd=workspaces)
+    assert [line.split()[0] for line in human.stdout.splitlines()[1:]] == ["./models/gemma-a", "./models/gemma-b"]
+
+
+def test_list_path_that_does_not_exist(workspaces):
+    payload, rc = run_json("list", "./nowhere/x", cwd=workspaces)
+    assert (rc, payload["error"]["type"], payload["error"]["message"]) == (
+        1, "model_not_found", "Workspace path './nowhere/x' does not exist")

@@ -196,3 +196,93 @@ def test_repo_without_snapshot(cache, hub_cache):
     m = obj("org/never")
     assert (m["health"], m["hash"]) == ("unhealthy", None)
     assert m["reason"].startswith("No snapshot in cache")
+
+
+# --- what users have in their caches (issue 12) ------------------------------------------
+
+def test_legacy_weights_only_are_not_runnable(cache):
+    files = mlx_chat_files()
+    files["weights.00.safetensors"] = files.pop("model.safetensors")
+    cache.add("mlx-community/old-style", files)
+    m = obj("mlx-community/old-style")
+    assert (m["framework"], m["health"], m["runtime_compatible"]) == ("MLX", "healthy", False)
+    assert m["reason"].startswith("Legacy weight files only (weights.00.safetensors): mlx-lm "), m["reason"]
+    assert "loads model*.safetensors" in m["reason"]
+
+
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "tokenizer.json", "special_tokens_map.json",
+                                  "preprocessor_config.json"])
+def test_invalid_json_makes_the_model_unhealthy(cache, name):
+    files = mlx_chat_files()
+    files[name] = b'{"truncated": [1, 2'
+    m = _corrupt(cache, "org/bad-json", files)
+    assert (m["health"], m["runtime_compatible"], m["reason"]) == ("unhealthy", False, f"{name} is not valid JSON")
+
+
+def test_large_json_is_checked_for_truncation(cache):
+    """Above the parse limit, a JSON file that does not end its document is still caught."""
+    from mlxk.inspection.files import JSON_PARSE_LIMIT
+
+    whole = json.dumps({"model": {"vocab": {f"t{i}": i for i in range(JSON_PARSE_LIMIT // 8)}}}).encode()
+    assert len(whole) > JSON_PARSE_LIMIT
+    files = mlx_chat_files()
+    files["tokenizer.json"] = whole
+    cache.add("org/big-tok", files)
+    assert obj("org/big-tok")["health"] == "healthy"
+    files["tokenizer.json"] = whole[: len(whole) // 2]
+    cache.add("org/cut-tok", files)
+    assert obj("org/cut-tok")["reason"] == "tokenizer.json is not valid JSON (truncated)"
+
+
+def test_snapshot_not_named_by_a_commit_has_no_hash(cache, hub_cache):
+    commit = cache.add("org/branch-named", mlx_chat_files())
+    repo = cache.repo_path("org/branch-named")
+    (repo / "snapshots" / commit).rename(repo / "snapshots" / "main")
+    (repo / "refs" / "main").write_text("main")
+    m = obj("org/branch-named")
+    assert (m["hash"], m["health"]) == (None, "healthy")
+    from tests.schema import upstream_validate
+
+    upstream_validate({"status": "success", "command": "list", "data": {"models": [m], "count": 1}, "error": None})
+
+
+@pytest.mark.parametrize("extra,reason", [
+    ({}, "Vision model (llava) without preprocessor_config.json: images cannot be prepared for it"),
+    ({"processor_config.json": b"{}"}, None),
+    ({"preprocessor_config.json": b"{}"}, None),
+])
+def test_vision_model_needs_its_preprocessor(cache, extra, reason):
+    files = mlx_chat_files(model_type="llava")
+    files.update(extra)
+    m = _corrupt(cache, "mlx-community/llava-test", files)
+    assert "vision" in m["capabilities"]
+    assert (m["health"], m["reason"] if reason else None) == ("unhealthy" if reason else "healthy", reason)
+
+
+def test_vision_tower_outside_the_known_families_counts_too(cache):
+    cache.add("mlx-community/new-vl", mlx_chat_files(model_type="qwen3_5", vision_config={"depth": 2}))
+    m = obj("mlx-community/new-vl")
+    assert m["reason"] == "Vision model (qwen3_5) without preprocessor_config.json: images cannot be prepared for it"
+
+
+def test_health_and_list_agree(cache):
+    """`health` checks from the folders alone; its verdicts are list's, model for model."""
+    from mlxk.ops.listing import health, list_models
+
+    cache.add("org/ok", mlx_chat_files())
+    cache.add("org/vl", mlx_chat_files(model_type="llava"))
+    files = mlx_chat_files()
+    files["special_tokens_map.json"] = b"{"
+    cache.add("org/badjson", files)
+    cache.add("org/gguf", {"x.gguf": b"GGUF" + b"\0" * 40})
+    commit = cache.add("org/broken", mlx_chat_files(hidden_size=8))
+    (cache.snapshot("org/broken", commit) / "tokenizer.json").resolve().unlink()
+    listed = {m["name"]: (m["health"], m["reason"]) for m in list_models()[0].data["models"]}
+    data = health().data
+    checked = {e["name"]: (e["status"], e["reason"]) for e in data["healthy"] + data["unhealthy"]}
+    assert checked.keys() == listed.keys() and len(checked) == 5
+    for name, (status, reason) in checked.items():
+        assert status == listed[name][0], name
+        if status == "unhealthy":
+            assert reason == listed[name][1], name
+    assert data["summary"] == {"total": 5, "healthy_count": 1, "unhealthy_count": 4}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tests.cachebuilder import mlx_chat_files
 from tests.conftest import run_json
-from tests.test_cli_manage import upstream_validate
+from tests.schema import upstream_validate
 
 ORIGINAL = "models--mlx-community--Orig-4bit"
 COPY = "models--probe--copy"

@@ -18,13 +18,25 @@ def _version(args: argparse.Namespace) -> Envelope:
     return version()
 
 
-def _render_version(env: Envelope, args: argparse.Namespace) -> None:
+def _render_version(env: Envelope, args: argparse.Namespace | None = None) -> None:
+    """Plain writes, no rich: ``mlxk --version`` is answered before anything else is loaded."""
     data = env.data
-    render.line(f"mlxk {data['cli_version']} (JSON API {data['json_api_spec_version']})")
-    for extra in VERSION_EXTRAS:
-        text = extra()
-        if text:
-            render.line(text)
+    lines = [f"mlxk {data['cli_version']} (JSON API {data['json_api_spec_version']})"]
+    lines += [text for text in (extra() for extra in VERSION_EXTRAS) if text]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def version_fast(json_mode: bool) -> int:
+    """``mlxk --version [--json]`` without the parser, rich or importlib.metadata."""
+    from mlxk.ops.version import version
+
+    env = version()
+    if json_mode:
+        render.print_json(env)
+    else:
+        _render_version(env)
+    return env.exit_code
 
 
 # Later subsystems (the runtime report) add lines here without touching the envelope.
@@ -34,7 +46,8 @@ VERSION_EXTRAS: list = []
 # --- list --------------------------------------------------------------------
 
 def _cfg_list(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pattern", nargs="?", help="case-insensitive substring of the model name")
+    p.add_argument("pattern", nargs="?", help="case-insensitive substring of the model name, or a path "
+                   "(./dir, /abs/dir, ./prefix): the workspace models at or under it")
     p.add_argument("--all", action="store_true", help="every framework (MLX, GGUF, PyTorch, ...)")
     p.add_argument("--verbose", "-v", action="store_true", help="all MLX models (chat and base), full names")
     p.add_argument("--health", action="store_true", help="add the health column")

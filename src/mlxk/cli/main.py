@@ -87,6 +87,8 @@ def _emit(env: Envelope, args: argparse.Namespace | None, json_mode: bool, cmd: 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     json_mode = "--json" in argv
+    if "--version" in argv and set(argv) <= {"--version", "--json"}:
+        return _version_fast(json_mode)
     commands = load_commands()
     parser = build_parser(commands)
     try:
@@ -117,6 +119,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(result, int):
         return result
     return _emit(result, args, json_mode, cmd)
+
+
+def _version_fast(json_mode: bool) -> int:
+    """The answer scripts ask for most, before the parser and the command modules' imports.
+
+    Human output still gets the runtime lines other subsystems register (they are loaded
+    only then); ``--json`` is the bare envelope.
+    """
+    if not json_mode:
+        load_commands()
+    from mlxk.cli.cmd_manage import version_fast
+
+    return version_fast(json_mode)
 
 
 if __name__ == "__main__":  # pragma: no cover

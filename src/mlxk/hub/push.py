@@ -111,18 +111,13 @@ def workspace_health(root: Path, files: dict[str, Path]) -> dict:
     """Local, content-oriented validation (the same checks as ``health``, all of them)."""
     import json
 
-    from mlxk.inspection import classify, health
+    from mlxk.inspection import health
     from mlxk.inspection.files import ModelFiles
+    from mlxk.inspection.model_object import is_gguf
 
     mf = ModelFiles.read(root)
     mf.files = {k: v for k, v in mf.files.items() if k in files}
-    fw = classify.framework(mf, None)
-    gguf = fw == "GGUF"
-    anomalies = []
-    checks = [health.check_weights(mf, gguf), health.check_shards(mf), health.check_lfs(mf)]
-    if not gguf:
-        checks = [health.check_config(mf)] + checks + [health.check_tokenizer(mf)]
-    anomalies = [c for c in checks if c]
+    anomalies = health.file_problems(mf, is_gguf(mf, None))
     valid_json = False
     if "config.json" in files:
         try:

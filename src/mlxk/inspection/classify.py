@@ -33,17 +33,20 @@ EMBEDDING_TYPES = {
 EMBEDDING_ARCH_SUFFIXES = ("Model", "ForMaskedLM", "EmbeddingModel")
 
 
-def framework(mf: ModelFiles, repo_id: str | None) -> str:
-    cfg = mf.config or {}
+def _card_says_mlx(mf: ModelFiles) -> bool:
     card = mf.readme_front_matter
     tags = card.get("tags") or []
     if isinstance(tags, str):
         tags = [tags]
-    mlx_signs = (
+    return str(card.get("library_name", "")).lower() == "mlx" or any(str(t).lower() == "mlx" for t in tags)
+
+
+def framework(mf: ModelFiles, repo_id: str | None) -> str:
+    cfg = mf.config or {}
+    mlx_signs = (  # cheapest first: the model card is YAML, read only when nothing else tells
         "quantization" in cfg
-        or str(card.get("library_name", "")).lower() == "mlx"
-        or any(str(t).lower() == "mlx" for t in tags)
         or (repo_id or "").lower().startswith(MLX_ORGS)
+        or _card_says_mlx(mf)
     )
     has_weights = bool(mf.with_suffix(".safetensors", ".npz"))
     if mlx_signs and (has_weights or not mf.gguf_files):
@@ -59,6 +62,14 @@ def text_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Multimodal configs nest the language model's settings under text_config."""
     inner = cfg.get("text_config")
     return {**inner, **{k: v for k, v in cfg.items() if k not in inner}} if isinstance(inner, dict) else cfg
+
+
+def is_vision_model(cfg: dict[str, Any] | None) -> bool:
+    """A vision-language model: a vision tower in the config, or a model_type of a vision family."""
+    if not isinstance(cfg, dict):
+        return False
+    tower = cfg.get("vision_config")
+    return (isinstance(tower, dict) and bool(tower)) or str(cfg.get("model_type", "")).lower() in VISION_TYPES
 
 
 def has_chat_template(mf: ModelFiles, gguf_meta: dict[str, Any] | None = None) -> bool:
@@ -94,7 +105,7 @@ def model_type_and_capabilities(
     if chat:
         caps.append(Capability.CHAT.value)
     mtype = str((cfg or {}).get("model_type", "")).lower()
-    if mtype in VISION_TYPES and ("vision_config" in (cfg or {}) or mf.has("preprocessor_config.json")):
+    if is_vision_model(cfg):
         caps.append(Capability.VISION.value)
     elif mf.has("preprocessor_config.json") and mtype not in AUDIO_TYPES:
         caps.append(Capability.VISION.value)

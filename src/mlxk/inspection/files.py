@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -13,6 +14,9 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".npz", ".pt", ".pth")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "spiece.model")
 SKIP_DIRS = {".git", ".cache", "__pycache__", ".venv", "venv"}
 LFS_HEADER = b"version https://git-lfs.github.com/spec/v1"
+# JSON files up to this size are parsed in full by the checks; larger ones (a 10-30 MB
+# tokenizer.json) only for truncation, since parsing them costs ~15 ms/MB on every list.
+JSON_PARSE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -45,30 +49,36 @@ class ModelFiles:
 
     root: Path
     files: dict[str, FileInfo] = field(default_factory=dict)
+    _json: dict[str, tuple[Any, bool]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def read(cls, root: Path) -> "ModelFiles":
+        """One ``os.scandir`` walk (``health`` runs it for every model in the cache)."""
         mf = cls(root)
         if not root.is_dir():
             return mf
-        stack = [root]
+        stack = [(root, "")]
         while stack:
-            folder = stack.pop()
+            folder, prefix = stack.pop()
             try:
-                entries = list(folder.iterdir())
+                with os.scandir(folder) as it:
+                    entries = list(it)
             except OSError:
                 continue
             for entry in entries:
+                rel = prefix + entry.name
                 if entry.is_dir():
-                    if entry.name not in SKIP_DIRS:
-                        stack.append(entry)
+                    # Never descend through a linked folder: a link loop (a -> .) would make the
+                    # walk endless. Model folders link files (HF blobs), not folders.
+                    if entry.name not in SKIP_DIRS and not entry.is_symlink():
+                        stack.append((Path(entry.path), rel + "/"))
                     continue
-                rel = entry.relative_to(root).as_posix()
+                path = Path(entry.path)
                 try:
                     st = entry.stat()
-                    mf.files[rel] = FileInfo(rel, entry, st.st_size, st.st_mtime)
+                    mf.files[rel] = FileInfo(rel, path, st.st_size, st.st_mtime)
                 except OSError:
-                    mf.files[rel] = FileInfo(rel, entry, -1, 0.0)
+                    mf.files[rel] = FileInfo(rel, path, -1, 0.0)
         return mf
 
     def has(self, name: str) -> bool:
@@ -92,14 +102,36 @@ class ModelFiles:
         except OSError:
             return 0.0
 
-    def load_json(self, name: str) -> Any:
-        """Parsed JSON, or None when absent/unreadable (health reports why)."""
+    def _parsed(self, name: str) -> tuple[Any, bool]:
+        """(value, parsed) of a JSON file, read once for all the checks that ask."""
+        if name not in self._json:
+            try:
+                self._json[name] = (json.loads(self.files[name].path.read_bytes()), True)
+            except (OSError, ValueError):
+                self._json[name] = (None, False)
+        return self._json[name]
+
+    def json_problem(self, name: str) -> str | None:
+        """Why the JSON file ``name`` cannot be read (None when it is fine or absent)."""
         if not self.has(name):
             return None
-        try:
-            return json.loads(self.files[name].path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
+        if self.files[name].size > JSON_PARSE_LIMIT:
+            return None if _looks_whole(self.files[name].path) else f"{name} is not valid JSON (truncated)"
+        return None if self._parsed(name)[1] else f"{name} is not valid JSON"
+
+    def load_json(self, name: str) -> Any:
+        """Parsed JSON, or None when absent/unreadable (health reports why)."""
+        return self._parsed(name)[0] if self.has(name) else None
+
+    def lfs_pointers(self) -> list[FileInfo]:
+        """Files that are Git LFS pointer texts instead of content (a JSON file that parses is none)."""
+        out = []
+        for f in sorted(self.files.values(), key=lambda f: f.name):
+            if f.name.endswith(".json") and not f.broken and f.size <= 1024 and self._parsed(f.name)[1]:
+                continue
+            if is_lfs_pointer(f):
+                out.append(f)
+        return out
 
     @cached_property
     def config(self) -> dict[str, Any] | None:
@@ -119,6 +151,20 @@ class ModelFiles:
     def gguf_files(self) -> list[FileInfo]:
         return self.with_suffix(".gguf")
 
+    @cached_property
+    def gguf_meta(self) -> dict[str, Any] | None:
+        """Header metadata of the first readable GGUF file (arrays as lengths only)."""
+        from mlxk.inspection.gguf_meta import GGUFError, read_metadata
+
+        for f in self.gguf_files:
+            if f.broken or f.size < 24:
+                continue
+            try:
+                return read_metadata(f.path)
+            except (GGUFError, OSError):
+                continue
+        return None
+
 
 def read_front_matter(path: Path) -> dict[str, Any]:
     """The YAML front matter of a model card (``---`` ... ``---``); {} when absent or malformed."""
@@ -136,6 +182,18 @@ def read_front_matter(path: Path) -> dict[str, Any]:
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _looks_whole(path: Path) -> bool:
+    """A large JSON document starts with '{' or '[' and ends with the matching bracket."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(256).lstrip()
+            fh.seek(-256, 2)
+            tail = fh.read().rstrip()
+    except OSError:
+        return False
+    return (head[:1], tail[-1:]) in ((b"{", b"}"), (b"[", b"]"))
 
 
 def is_lfs_pointer(info: FileInfo) -> bool:

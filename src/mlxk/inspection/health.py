@@ -1,7 +1,9 @@
 """Integrity: are the files whole? The first problem found is the reason.
 
 Order (issue #2): config.json; weights present; index vs shards; shards without an
-index; Git LFS pointers; interrupted downloads; tokenizer files.
+index; Git LFS pointers; interrupted downloads; the other JSON files; tokenizer files;
+a vision model's image preprocessor; a GGUF file's header. ``list``, ``show``,
+``health`` and ``push --check-only`` all use these, through ``file_problems``.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ import json
 import re
 from pathlib import Path
 
-from mlxk.inspection.files import FileInfo, ModelFiles, is_lfs_pointer
+from mlxk.inspection.classify import is_vision_model
+from mlxk.inspection.files import FileInfo, ModelFiles
 from mlxk.store.cache import CachedRepo, Snapshot, incomplete_blobs
 
 _SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.(?P<ext>safetensors|bin)$")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# Read by the tokenizer and processor at load time: a broken one fails there, so health names it.
+JSON_FILES = ("tokenizer_config.json", "tokenizer.json", "special_tokens_map.json", "preprocessor_config.json")
+PREPROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
 def _names(files: list[FileInfo], limit: int = 3) -> str:
@@ -25,11 +31,9 @@ def _names(files: list[FileInfo], limit: int = 3) -> str:
 def check_config(mf: ModelFiles) -> str | None:
     if not mf.has("config.json"):
         return "config.json missing"
-    try:
-        data = json.loads(mf.files["config.json"].path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if mf.json_problem("config.json"):
         return "config.json is not valid JSON"
-    if not isinstance(data, dict):
+    if not isinstance(mf.load_json("config.json"), dict):
         return "config.json is not a JSON object"
     return None
 
@@ -74,7 +78,7 @@ def check_shards(mf: ModelFiles) -> str | None:
 
 
 def check_lfs(mf: ModelFiles) -> str | None:
-    pointers = [f for f in sorted(mf.files.values(), key=lambda f: f.name) if is_lfs_pointer(f)]
+    pointers = mf.lfs_pointers()
     if pointers:
         return f"LFS pointers instead of files: {_names(pointers)}"
     return None
@@ -112,36 +116,65 @@ def _tree_listing(repo_path: Path, commit: str) -> dict[str, int | None]:
         return {}
 
 
+def check_json_files(mf: ModelFiles) -> str | None:
+    for name in JSON_FILES:
+        problem = mf.json_problem(name)
+        if problem:
+            return problem
+    return None
+
+
 def check_tokenizer(mf: ModelFiles) -> str | None:
-    tok_cfg = mf.files.get("tokenizer_config.json")
-    if tok_cfg is None:
+    if "tokenizer_config.json" not in mf.files:
         return None
-    if mf.load_json("tokenizer_config.json") is None:
-        return "tokenizer_config.json is not valid JSON"
     candidates = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "tekken.json")
     if any(mf.has(c) for c in candidates) or any(n.endswith(".tiktoken") for n in mf.files):
         return None
     return "Tokenizer files missing: tokenizer_config.json present but no tokenizer.json or tokenizer.model"
 
 
+def check_vision(mf: ModelFiles) -> str | None:
+    cfg = mf.config
+    if not is_vision_model(cfg) or any(mf.has(name) for name in PREPROCESSOR_FILES):
+        return None
+    return (f"Vision model ({cfg.get('model_type')}) without preprocessor_config.json: "  # type: ignore[union-attr]
+            "images cannot be prepared for it")
+
+
+def check_gguf_header(mf: ModelFiles) -> str | None:
+    if mf.gguf_meta is None:
+        return f"{mf.gguf_files[0].name} has no readable GGUF header"
+    return None
+
+
+def _checks(mf: ModelFiles, gguf: bool, repo: CachedRepo | None, snapshot: Snapshot | None) -> list:
+    """The checks in the order their problems are reported (GGUF files carry config and tokenizer)."""
+    whole = [
+        lambda: check_weights(mf, gguf),
+        lambda: check_shards(mf),
+        lambda: check_lfs(mf),
+        lambda: check_download(mf, repo, snapshot),
+    ]
+    if gguf:
+        return [*whole, lambda: check_gguf_header(mf)]
+    return [lambda: check_config(mf), *whole, lambda: check_json_files(mf), lambda: check_tokenizer(mf),
+            lambda: check_vision(mf)]
+
+
+def file_problems(mf: ModelFiles, gguf: bool) -> list[str]:
+    """Every problem of a folder's files (a workspace: no cache state), in report order."""
+    return [problem for check in _checks(mf, gguf, None, None) if (problem := check())]
+
+
 def integrity(
-    mf: ModelFiles, framework: str, repo: CachedRepo | None = None, snapshot: Snapshot | None = None
+    mf: ModelFiles, gguf: bool, repo: CachedRepo | None = None, snapshot: Snapshot | None = None
 ) -> str | None:
     """The first integrity problem, or None when the files are whole."""
     if repo is not None and snapshot is None:
         return "No snapshot in cache (download never completed)"
     if not mf.root.is_dir():
         return "Model folder missing"
-    gguf = framework == "GGUF"
-    checks = [
-        (lambda: None) if gguf else (lambda: check_config(mf)),
-        lambda: check_weights(mf, gguf),
-        lambda: check_shards(mf),
-        lambda: check_lfs(mf),
-        lambda: check_download(mf, repo, snapshot),
-        (lambda: None) if gguf else (lambda: check_tokenizer(mf)),
-    ]
-    for check in checks:
+    for check in _checks(mf, gguf, repo, snapshot):
         problem = check()
         if problem:
             if problem.startswith("No model weights"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -9,6 +10,10 @@ from typing import Any
 from mlxk.inspection import classify, health, runtime
 from mlxk.inspection.files import ModelFiles
 from mlxk.store.names import ModelRef
+
+
+# A snapshot folder named by anything but a commit (a branch name, a copy) has no hash to report.
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 def iso_utc(ts: float) -> str:
@@ -39,7 +44,7 @@ class Inspection:
         modified = snap.last_modified if snap else self.files.last_modified
         return {
             "name": self.ref.name,
-            "hash": snap.commit if snap else None,
+            "hash": snap.commit if snap and COMMIT_RE.match(snap.commit) else None,
             "size_bytes": int(size),
             "last_modified": iso_utc(modified),
             "framework": self.framework,
@@ -52,27 +57,28 @@ class Inspection:
         }
 
 
-def _gguf_meta(mf: ModelFiles) -> dict[str, Any] | None:
-    from mlxk.inspection.gguf_meta import GGUFError, read_metadata
+def _files(ref: ModelRef) -> ModelFiles:
+    # A cache repo without any snapshot has no folder to read: it inspects as empty.
+    return ModelFiles.read(ref.path) if ref.path is not None else ModelFiles(ref.repo.path / "snapshots")  # type: ignore[union-attr]
 
-    for f in mf.gguf_files:
-        if f.broken or f.size < 24:
-            continue
-        try:
-            return read_metadata(f.path)
-        except (GGUFError, OSError):
-            continue
-    return None
+
+def is_gguf(mf: ModelFiles, repo_id: str | None) -> bool:
+    """Whether the GGUF rules apply; classifies only folders that hold a GGUF file."""
+    return bool(mf.gguf_files) and classify.framework(mf, repo_id) == "GGUF"
+
+
+def health_reason(ref: ModelRef) -> str | None:
+    """Integrity alone, as ``health`` reports it: the same checks as ``inspect``, no classification."""
+    mf = _files(ref)
+    return health.integrity(mf, is_gguf(mf, ref.repo.repo_id if ref.repo else None), ref.repo, ref.snapshot)
 
 
 def inspect(ref: ModelRef) -> Inspection:
-    # A cache repo without any snapshot has no folder to read: it inspects as empty.
-    mf = ModelFiles.read(ref.path) if ref.path is not None else ModelFiles(ref.repo.path / "snapshots")  # type: ignore[union-attr]
+    mf = _files(ref)
     fw = classify.framework(mf, ref.repo.repo_id if ref.repo else None)
-    meta = _gguf_meta(mf) if fw == "GGUF" else None
+    meta = mf.gguf_meta if fw == "GGUF" else None
     mtype, caps = classify.model_type_and_capabilities(mf, fw, meta)
-    problem = health.integrity(mf, fw, ref.repo, ref.snapshot)
-    if problem is None and fw == "GGUF" and meta is None:
-        problem = f"{mf.gguf_files[0].name} has no readable GGUF header"
-    ok, reason = runtime.runtime_gate(problem, fw, mf.config)
+    problem = health.integrity(mf, fw == "GGUF", ref.repo, ref.snapshot)
+    weights = [f.name for f in mf.with_suffix(".safetensors", ".npz")]
+    ok, reason = runtime.runtime_gate(problem, fw, mf.config, weights)
     return Inspection(ref, mf, fw, mtype, caps, problem, ok, reason, meta)

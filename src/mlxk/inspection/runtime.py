@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,8 @@ def mlx_lm_install() -> tuple[Path, str] | None:
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
+    from importlib import metadata  # here, not at the top: `health` and `--version` never need it
+
     try:
         version = metadata.version("mlx-lm")
     except metadata.PackageNotFoundError:
@@ -64,8 +65,19 @@ def gguf_hint() -> str:
     return "import with: mlxk convert <file.gguf> <target> (add --into-cache NAME to register it)"
 
 
-def runtime_gate(health_reason: str | None, framework: str, config: dict[str, Any] | None) -> tuple[bool, str | None]:
-    """(runtime_compatible, reason) with the spec's gate: integrity problems first."""
+def legacy_weights_only(weight_names: list[str]) -> list[str]:
+    """Weight files mlx-lm would not load: it reads only ``model*.safetensors`` in the folder itself."""
+    loadable = [n for n in weight_names if "/" not in n and n.startswith("model") and n.endswith(".safetensors")]
+    return [] if loadable else sorted(weight_names)
+
+
+def runtime_gate(
+    health_reason: str | None, framework: str, config: dict[str, Any] | None, weight_names: list[str] | None = None
+) -> tuple[bool, str | None]:
+    """(runtime_compatible, reason) with the spec's gate: integrity problems first.
+
+    ``weight_names``: the folder's .safetensors/.npz files (relative names), checked for MLX.
+    """
     if health_reason:
         return False, health_reason
     if framework != "MLX":
@@ -78,6 +90,11 @@ def runtime_gate(health_reason: str | None, framework: str, config: dict[str, An
     install = mlx_lm_install()
     if install is None:
         return False, "mlx-lm is not installed (pip install mlx-lm)"
+    legacy = legacy_weights_only(weight_names or [])
+    if legacy:
+        shown = ", ".join(legacy[:2]) + (f" (+{len(legacy) - 2} more)" if len(legacy) > 2 else "")
+        return False, (f"Legacy weight files only ({shown}): mlx-lm {install[1]} loads model*.safetensors; "
+                       "convert the original model again (mlxk convert <model> <target>)")
     model_type = (config or {}).get("model_type")
     if not isinstance(model_type, str) or not model_type:
         return False, "config.json has no model_type; architecture unknown to mlx-lm"

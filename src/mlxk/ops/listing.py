@@ -7,22 +7,25 @@ from typing import Any
 from mlxk.contract import Envelope
 from mlxk.inspection.classify import text_config
 from mlxk.inspection.context import context_length_of_config
-from mlxk.inspection.model_object import Inspection, inspect
-from mlxk.store.cache import scan
-from mlxk.store.names import ModelRef, resolve
+from mlxk.inspection.model_object import Inspection, health_reason, inspect
+from mlxk.store.cache import CachedRepo, scan, shallow_scan
+from mlxk.store.names import ModelRef, is_path_spec, resolve, workspace_refs
 
 
-def _all_refs() -> list[ModelRef]:
+def _refs(repos: list[CachedRepo]) -> list[ModelRef]:
     refs = []
-    for repo in scan():
+    for repo in repos:
         snap = repo.selected()
         refs.append(ModelRef(repo.repo_id, snap.path if snap else None, True, repo, snap))
     return refs
 
 
 def inspect_all(pattern: str | None = None) -> list[Inspection]:
+    """Cache models whose name holds ``pattern``; a path pattern: the workspace models at or under it."""
+    if pattern and is_path_spec(pattern):
+        return [inspect(ref) for ref in workspace_refs(pattern)]
     needle = (pattern or "").lower()
-    return [inspect(ref) for ref in _all_refs() if needle in ref.name.lower()]
+    return [inspect(ref) for ref in _refs(scan()) if needle in ref.name.lower()]
 
 
 def list_models(pattern: str | None = None) -> tuple[Envelope, list[Inspection]]:
@@ -33,22 +36,24 @@ def list_models(pattern: str | None = None) -> tuple[Envelope, list[Inspection]]
 
 
 def health(pattern: str | None = None) -> Envelope:
-    """No pattern: every model. A pattern names one model (``Qwen3@e96``), as in spec 0.1.7."""
-    found = [inspect(resolve(pattern))] if pattern else inspect_all()
+    """No pattern: every model. A pattern names one model (``Qwen3@e96``), as in spec 0.1.7.
+
+    Integrity only, from the folders: no huggingface_hub scan, no classification beyond
+    GGUF-or-not (the same checks ``list`` reports, see ``inspection.health``).
+    """
+    repos = shallow_scan()
+    refs = [resolve(pattern, repos)] if pattern else _refs(repos)
     healthy, unhealthy = [], []
-    for item in found:
-        entry = {
-            "name": item.ref.name,
-            "status": "healthy" if item.healthy else "unhealthy",
-            "reason": item.health_reason or "Model is healthy",
-        }
-        (healthy if item.healthy else unhealthy).append(entry)
+    for ref in refs:
+        reason = health_reason(ref)
+        entry = {"name": ref.name, "status": "unhealthy" if reason else "healthy", "reason": reason or "Model is healthy"}
+        (unhealthy if reason else healthy).append(entry)
     return Envelope.success(
         "health",
         {
             "healthy": healthy,
             "unhealthy": unhealthy,
-            "summary": {"total": len(found), "healthy_count": len(healthy), "unhealthy_count": len(unhealthy)},
+            "summary": {"total": len(refs), "healthy_count": len(healthy), "unhealthy_count": len(unhealthy)},
         },
     )
 
@@ -60,6 +65,18 @@ def human_size(num: int) -> str:
             return f"{int(value)}{unit}" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
     return f"{value:.1f}TB"
+
+
+# The sizes `show` reports and the names families give them (GPT-2: n_embd, n_head, n_layer).
+SIZE_KEYS = {
+    "hidden_size": ("hidden_size", "n_embd", "d_model"),
+    "num_attention_heads": ("num_attention_heads", "n_head", "num_heads"),
+    "num_hidden_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+}
+
+
+def _first(cfg: dict[str, Any], *keys: str) -> Any:
+    return next((cfg[k] for k in keys if cfg.get(k) is not None), None)
 
 
 def metadata(item: Inspection) -> dict[str, Any] | None:
@@ -76,9 +93,7 @@ def metadata(item: Inspection) -> dict[str, Any] | None:
         "quantization": f"{bits}bit" if bits else None,
         "context_length": context_length_of_config(cfg),
         "vocab_size": tc.get("vocab_size"),
-        "hidden_size": tc.get("hidden_size"),
-        "num_attention_heads": tc.get("num_attention_heads"),
-        "num_hidden_layers": tc.get("num_hidden_layers"),
+        **{key: _first(tc, *names) for key, names in SIZE_KEYS.items()},
     }
     if tc.get("num_key_value_heads") is not None:
         out["num_key_value_heads"] = tc.get("num_key_value_heads")
@@ -120,5 +135,6 @@ def show(spec: str, files: bool = False, config: bool = False) -> Envelope:
         ]
     if config:
         data["config"] = item.files.config
-    data["metadata"] = metadata(item)
+    # As the spec's examples: the detail views (--files, --config) carry no metadata.
+    data["metadata"] = None if files or config else metadata(item)
     return Envelope.success("show", data)

@@ -1,16 +1,14 @@
-"""Facts about this machine that several commands report."""
+"""Facts about this machine that several commands report (cheap imports: ``--version`` uses it)."""
 
 from __future__ import annotations
 
 import os
-import platform
-import subprocess
+import sys
 
 
 def memory_total_bytes() -> int | None:
     """Physical RAM: /proc/meminfo on Linux, sysctl hw.memsize on macOS, None elsewhere."""
-    system = platform.system()
-    if system == "Linux":
+    if sys.platform.startswith("linux"):
         try:
             with open("/proc/meminfo", encoding="ascii") as fh:
                 for line in fh:
@@ -18,7 +16,9 @@ def memory_total_bytes() -> int | None:
                         return int(line.split()[1]) * 1024
         except (OSError, ValueError, IndexError):
             return None
-    if system == "Darwin":
+    if sys.platform == "darwin":
+        import subprocess
+
         try:
             out = subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True, timeout=5)
             return int(out.stdout.strip())
@@ -28,7 +28,7 @@ def memory_total_bytes() -> int | None:
 
 
 def memory_available_bytes() -> int | None:
-    if platform.system() == "Linux":
+    if sys.platform.startswith("linux"):
         try:
             with open("/proc/meminfo", encoding="ascii") as fh:
                 for line in fh:

@@ -65,21 +65,13 @@ class CachedRepo:
     snapshots: tuple[Snapshot, ...]
     scan_problem: str | None = None
 
-    def main_commit(self) -> str | None:
-        ref = self.path / "refs" / "main"
-        try:
-            return ref.read_text().strip() or None
-        except OSError:
-            return None
-
     def selected(self, commit_prefix: str | None = None) -> Snapshot | None:
         """The snapshot a name means: the given prefix, else refs/main, else the newest."""
         if commit_prefix:
             hits = [s for s in self.snapshots if s.commit.startswith(commit_prefix.lower())]
             return hits[0] if len(hits) == 1 else None
-        main = self.main_commit()
-        for snap in self.snapshots:
-            if snap.commit == main:
+        for snap in self.snapshots:  # the scan read the refs: no second read of refs/main
+            if "main" in snap.refs:
                 return snap
         return max(self.snapshots, key=lambda s: s.last_modified, default=None)
 
@@ -108,6 +100,20 @@ def scan(cache_dir: Path | None = None) -> list[CachedRepo]:
     return sorted(repos.values(), key=lambda r: r.repo_id.lower())
 
 
+def shallow_scan(cache_dir: Path | None = None) -> list[CachedRepo]:
+    """Every model repo, read from the folders alone: no huggingface_hub import, no blob resolution.
+
+    For ``health``, which needs each repo's snapshots and refs and then checks the files
+    itself; ``scan`` (huggingface_hub's full scan) stays the source for sizes and ``rm``.
+    """
+    cache_dir = cache_dir or hub_cache_dir()
+    if not cache_dir.is_dir():
+        return []
+    repos = [fallback_repo(entry, None, sizes=False) for entry in cache_dir.iterdir()
+             if entry.name.startswith(MODEL_PREFIX) and entry.is_dir()]
+    return sorted(repos, key=lambda r: r.repo_id.lower())
+
+
 def _path_in(message: str, cache_dir: Path) -> str | None:
     """The ``models--*`` folder a CorruptedCacheException message talks about."""
     root = str(cache_dir.resolve()) + os.sep
@@ -117,35 +123,60 @@ def _path_in(message: str, cache_dir: Path) -> str | None:
     return message[idx + len(root):].split(os.sep, 1)[0].rstrip(").:'\"")
 
 
-def fallback_repo(repo_path: Path, problem: str | None) -> CachedRepo:
-    """A shallow scan of a repo huggingface_hub rejected (broken symlinks tolerated)."""
+def fallback_repo(repo_path: Path, problem: str | None, sizes: bool = True) -> CachedRepo:
+    """A shallow scan of one repo folder (broken symlinks tolerated).
+
+    Used for repos huggingface_hub rejected, and (``sizes=False``) by ``shallow_scan``:
+    then only a repo without a usable refs/main gets its snapshots' file times read,
+    because ``CachedRepo.selected`` needs them to pick the newest.
+    """
     repo_id = repo_path.name[len(MODEL_PREFIX):].replace("--", "/")
     refs: dict[str, set[str]] = {}
-    refs_dir = repo_path / "refs"
-    if refs_dir.is_dir():
-        for ref in refs_dir.rglob("*"):
-            if ref.is_file():
-                try:
-                    refs.setdefault(ref.read_text().strip(), set()).add(ref.relative_to(refs_dir).as_posix())
-                except OSError:
-                    pass
+    for ref_name, ref_path in _files_under(repo_path / "refs"):
+        try:
+            refs.setdefault(ref_path.read_text().strip(), set()).add(ref_name)
+        except OSError:
+            pass
+    try:
+        with os.scandir(repo_path / "snapshots") as it:
+            revs = sorted(Path(e.path) for e in it if e.is_dir())
+    except OSError:
+        revs = []
+    measure = sizes or (len(revs) > 1 and not any("main" in refs.get(rev.name, ()) for rev in revs))
     snaps = []
-    snap_dir = repo_path / "snapshots"
-    if snap_dir.is_dir():
-        for rev in snap_dir.iterdir():
-            if not rev.is_dir():
-                continue
-            size, newest = 0, 0.0
-            for f in rev.rglob("*"):
-                try:
-                    st = f.stat()
-                except OSError:
-                    continue  # broken symlink: health names it
-                if not f.is_dir():
-                    size += st.st_size
-                    newest = max(newest, st.st_mtime)
-            snaps.append(Snapshot(rev.name, rev, size, newest or rev.stat().st_mtime, frozenset(refs.get(rev.name, ()))))
+    for rev in revs:
+        size, newest = _measure(rev) if measure else (0, 0.0)
+        snaps.append(Snapshot(rev.name, rev, size, newest or rev.stat().st_mtime, frozenset(refs.get(rev.name, ()))))
     return CachedRepo(repo_id, repo_path, tuple(snaps), problem)
+
+
+def _files_under(folder: Path, prefix: str = "") -> list[tuple[str, Path]]:
+    """(relative posix name, path) of the files below ``folder`` (refs/main, refs/pr/1)."""
+    out: list[tuple[str, Path]] = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    out.extend(_files_under(Path(entry.path), f"{prefix}{entry.name}/"))
+                elif entry.is_file():
+                    out.append((prefix + entry.name, Path(entry.path)))
+    except OSError:
+        pass
+    return out
+
+
+def _measure(rev: Path) -> tuple[int, float]:
+    """Bytes and newest mtime of a snapshot's readable files."""
+    size, newest = 0, 0.0
+    for f in rev.rglob("*"):
+        try:
+            st = f.stat()
+        except OSError:
+            continue  # broken symlink: health names it
+        if not f.is_dir():
+            size += st.st_size
+            newest = max(newest, st.st_mtime)
+    return size, newest
 
 
 def find_repo(repo_id: str, cache_dir: Path | None = None) -> CachedRepo | None:
@@ -175,5 +206,8 @@ def lock_files(repo: CachedRepo, cache_dir: Path | None = None) -> list[Path]:
 
 
 def incomplete_blobs(repo: CachedRepo) -> list[Path]:
-    blobs = repo.path / "blobs"
-    return sorted(blobs.glob("*.incomplete")) if blobs.is_dir() else []
+    try:
+        with os.scandir(repo.path / "blobs") as it:
+            return sorted(Path(e.path) for e in it if e.name.endswith(".incomplete"))
+    except OSError:
+        return []

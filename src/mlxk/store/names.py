@@ -77,6 +77,68 @@ def workspace_ref(spec: str) -> ModelRef:
     return ModelRef(name=spec, path=path, cached=False)
 
 
+# How deep `list <dir>` looks for model folders below the folder given.
+WORKSPACE_DEPTH = 3
+_SKIP = {"__pycache__", "node_modules", "venv"}
+
+
+def is_model_folder(path: Path) -> bool:
+    """A folder that holds a model: config.json, or a GGUF file, directly inside."""
+    try:
+        return (path / "config.json").is_file() or any(p.suffix == ".gguf" for p in path.iterdir())
+    except OSError:
+        return False
+
+
+def _join(typed: str, rel: str) -> str:
+    return typed + rel if typed.endswith(("/", "\\")) else f"{typed}/{rel}"
+
+
+def _models_below(folder: Path, typed: str, depth: int) -> list[ModelRef]:
+    """Model folders under ``folder`` (not through links, hidden or tool folders), named below ``typed``."""
+    found: list[ModelRef] = []
+    try:
+        entries = sorted(e for e in folder.iterdir() if e.is_dir() and not e.is_symlink())
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name in _SKIP:
+            continue
+        name = _join(typed, entry.name)
+        if is_model_folder(entry):
+            found.append(ModelRef(name=name, path=entry, cached=False))
+        elif depth > 1:
+            found.extend(_models_below(entry, name, depth - 1))
+    return found
+
+
+def workspace_refs(spec: str) -> list[ModelRef]:
+    """The workspace models a path means, as MLX-Knife's `list <path>` does, sorted by name.
+
+    A model folder: itself. A folder: the model folders under it. Otherwise the last part
+    is a prefix: the model folders (or folders holding them) in the parent whose name
+    starts with it. Names keep the path as typed (``./models/a``), never a resolved one.
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if is_model_folder(path):
+            return [ModelRef(name=spec, path=path, cached=False)]
+        return sorted(_models_below(path, spec, WORKSPACE_DEPTH), key=lambda r: r.name)
+    typed_parent, _, prefix = spec.replace("\\", "/").rpartition("/")
+    parent = path.parent
+    if not prefix or not parent.is_dir():
+        raise MlxkError("model_not_found", f"Workspace path '{spec}' does not exist")
+    found = []
+    for entry in sorted(parent.iterdir()):
+        if entry.name.startswith(prefix) and entry.is_dir() and not entry.is_symlink():
+            name = _join(typed_parent or "/", entry.name)
+            if is_model_folder(entry):
+                found.append(ModelRef(name=name, path=entry, cached=False))
+            else:
+                found.extend(_models_below(entry, name, WORKSPACE_DEPTH - 1))
+    return sorted(found, key=lambda r: r.name)
+
+
 def match_repos(pattern: str, repos: list[CachedRepo]) -> list[CachedRepo]:
     """The repos a name means, before any hash pin: exact, mlx-community/, substring."""
     exact = [r for r in repos if r.repo_id == pattern]
