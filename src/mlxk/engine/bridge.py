@@ -35,6 +35,15 @@ class RequestHandle:
     async def next(self) -> Event:
         return await self.queue.get()
 
+    async def next_within(self, seconds: float) -> Event | None:
+        """The next event, or None after ``seconds`` (a stream sends a keep-alive then)."""
+        import asyncio
+
+        try:
+            return await asyncio.wait_for(self.queue.get(), seconds)
+        except asyncio.TimeoutError:
+            return None
+
 
 _outbox = threading.local()
 

@@ -1,5 +1,11 @@
 """Prefix KV cache: RAM (mlx-lm's LRUPromptCache) in front of a disk store.
 
+Disk snapshots are written only where a later request can start from them: the end of a
+shared system prompt and the end of a conversation so far (the next turn begins with it);
+a finished answer stays in RAM. A snapshot whose tokens begin a snapshot already on disk
+is not written again: a lookup loads the snapshot with the longest common prefix and
+trims it (KV caches trim), so the longer file serves the shorter prefix too.
+
 Disk snapshots are files in mlx-lm's ``save_prompt_cache`` format (safetensors; the
 cache classes and scalars in the metadata, loadable with ``load_prompt_cache``), named
 by a hash of the model fingerprint and the token prefix. The tokens themselves are in
@@ -27,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlxk.engine.prompting import common_prefix
 from mlxk.store.cache import mlxk_cache_dir
 
 log = logging.getLogger("mlxk.prefix_cache")
@@ -48,6 +55,7 @@ class DiskEntry:
     ntokens: int
     size: int
     used: float
+    tokens: tuple[int, ...] = ()
 
 
 def _read_header(path: Path) -> dict:
@@ -90,6 +98,7 @@ class PrefixCache:
         self._fingerprints: dict[str, str] = {}
         self._pending_writes: list[Future] = []
         self.disk_hits = self.ram_hits = self.misses = self.corrupt = 0
+        self.bytes_written = self.files_written = 0
         if disk_dir is not None:
             disk_dir.mkdir(parents=True, exist_ok=True)
             self._scan()
@@ -142,25 +151,31 @@ class PrefixCache:
             try:
                 meta = _read_header(path).get("__metadata__") or {}
                 model, ntok = meta["0.mlxk_model"], int(meta["0.mlxk_ntokens"])
-            except (OSError, ValueError, KeyError) as exc:
+                tokens = tuple(json.loads(meta["0.mlxk_tokens"]))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("removing unreadable prefix snapshot %s: %s", path.name, exc)
                 self.corrupt += 1
                 path.unlink(missing_ok=True)
                 continue
             st = path.stat()
-            self._disk[path.stem] = DiskEntry(path, model, ntok, st.st_size, st.st_mtime)
+            self._disk[path.stem] = DiskEntry(path, model, ntok, st.st_size, st.st_mtime, tokens)
 
     def _disk_candidate(self, fp: str, prompt: list[int], longer_than: int) -> DiskEntry | None:
+        """The snapshot sharing the longest prefix with ``prompt`` (> longer_than tokens)."""
+        head = tuple(prompt[:MIN_TOKENS])
+        best, best_len = None, max(longer_than, MIN_TOKENS - 1)
         with self._lock:
-            lengths = sorted({e.ntokens for e in self._disk.values() if e.model == fp}, reverse=True)
-        for n in lengths:
-            if n <= longer_than or n > len(prompt):
-                continue
-            with self._lock:
-                entry = self._disk.get(self._stem(fp, prompt[:n]))
-            if entry is not None:
-                return entry
-        return None
+            entries = [e for e in self._disk.values() if e.model == fp and e.tokens[:MIN_TOKENS] == head]
+        for e in entries:
+            n = common_prefix(e.tokens, prompt)
+            if n > best_len or (n == best_len and best is not None and e.ntokens < best.ntokens):
+                best, best_len = e, n
+        return best
+
+    def _covered_locked(self, fp: str, tokens: list[int]) -> bool:
+        """A snapshot on disk begins with ``tokens``: it serves them (trimmed)."""
+        n, t = len(tokens), tuple(tokens)
+        return any(e.model == fp and e.ntokens >= n and e.tokens[:n] == t for e in self._disk.values())
 
     # --- engine API ------------------------------------------------------------------------
 
@@ -172,7 +187,7 @@ class PrefixCache:
             entry = self._disk_candidate(self.fingerprint(model_key), prompt, max(cached, MIN_TOKENS - 1))
             if entry is not None:
                 fut = self._io.submit(self._io_read, entry.path)
-                return PendingLoad(fut, entry, prompt[:entry.ntokens])
+                return PendingLoad(fut, entry, list(entry.tokens))
         return self._usable(cache, cached, prompt)
 
     def finish_load(self, pending: PendingLoad, model_key: str, prompt: list[int]):
@@ -224,17 +239,21 @@ class PrefixCache:
         out.append(prompt[start:])
         return out
 
-    def store(self, model_key: str, tokens: list[int], cache: list[Any], kind: str = "assistant") -> None:
+    def store(self, model_key: str, tokens: list[int], cache: list[Any], kind: str = "assistant",
+              to_disk: bool = False) -> None:
+        """Keep ``cache`` for ``tokens`` in RAM; ``to_disk`` for a boundary a later request starts from."""
         if len(tokens) < MIN_TOKENS:
             return
         self.ram.insert_cache(model_key, list(tokens), cache, cache_type=kind)
-        if self.disk_dir is None:
+        if self.disk_dir is None or not to_disk:
             return
         fp = self.fingerprint(model_key)
         stem = self._stem(fp, tokens)
         with self._lock:
             if stem in self._disk:
                 self._disk[stem].used = time.time()
+                return
+            if self._covered_locked(fp, tokens):
                 return
         try:
             payload = _serialize(cache, {"mlxk_model": fp, "mlxk_ntokens": str(len(tokens)),
@@ -243,7 +262,7 @@ class PrefixCache:
             log.debug("not snapshotting: %s", exc)
             return
         self._pending_writes = [f for f in self._pending_writes if not f.done()]
-        self._pending_writes.append(self._io.submit(self._io_write, stem, fp, len(tokens), payload))
+        self._pending_writes.append(self._io.submit(self._io_write, stem, fp, tuple(tokens), payload))
 
     def drop_ram(self) -> None:
         from mlx_lm.models.cache import LRUPromptCache
@@ -264,7 +283,7 @@ class PrefixCache:
 
     # --- I/O thread ----------------------------------------------------------------------------
 
-    def _io_write(self, stem: str, fp: str, ntokens: int, payload) -> None:
+    def _io_write(self, stem: str, fp: str, tokens: tuple[int, ...], payload) -> None:
         from safetensors.numpy import save_file
 
         arrays, meta = payload
@@ -278,8 +297,11 @@ class PrefixCache:
             log.warning("prefix snapshot write failed: %s", exc)
             tmp.unlink(missing_ok=True)
             return
+        size = final.stat().st_size
         with self._lock:
-            self._disk[stem] = DiskEntry(final, fp, ntokens, final.stat().st_size, time.time())
+            self._disk[stem] = DiskEntry(final, fp, len(tokens), size, time.time(), tokens)
+            self.bytes_written += size
+            self.files_written += 1
             self._evict_locked()
 
     def _evict_locked(self) -> None:

@@ -1,0 +1,34 @@
+"""The engine survives a failing step: the requests in it end with an error, the next works."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+
+def _run(scenario: str, model_dir) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "tests.engine_faults", scenario, str(model_dir)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=600, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_failed_step_ends_its_requests_and_the_next_request_works(demo_model_dir):
+    out = _run("step", demo_model_dir)
+    assert [r["end"] for r in out["first"]] == ["error", "error"], out
+    assert {r["code"] for r in out["first"]} == {"engine_error"}, out
+    assert out["after"]["end"] == "finish" and "delta" in out["after"]["kinds"], out
+    assert out["active"] == 0 and out["state"] == "ready", out
+
+
+def test_a_sequence_that_fails_ends_alone_and_the_others_finish(demo_model_dir):
+    out = _run("sequence", demo_model_dir)
+    a, b = out["first"]
+    assert a["end"] == "finish" and a["code"] in ("length", "stop"), out
+    assert b["end"] == "error" and b["code"] == "generation_failed", out
+    assert out["after"]["end"] == "finish", out
+    assert out["active"] == 0, out
