@@ -97,6 +97,21 @@ def test_push_check_only_and_refusals(tmp_path, monkeypatch):
     p, rc = run_json("push", str(ws), "org/x")
     assert rc == 1 and "--private" in p["error"]["message"]
     p, rc = run_json("push", str(ws), "org/x", "--private")
-    assert rc == 2 and p["error"]["type"] == "auth_error"
+    assert (rc, p["error"]["type"]) == (2, "auth_error")
+    assert p["error"]["message"] == "No Hugging Face token: set HF_TOKEN or run `hf auth login`"
     p, rc = run_json("push", str(tmp_path / "nope"), "org/x", "--private")
     assert rc == 1 and p["error"]["type"] == "ValidationError"
+
+
+def test_push_uses_the_token_hf_auth_login_stored(hub, isolated_hf_home, tmp_path, monkeypatch):
+    """No HF_TOKEN: the token file `hf auth login` writes ($HF_HOME/token) is used, as huggingface_hub does."""
+    monkeypatch.delenv("HF_TOKEN")
+    ws = make_ws(tmp_path / "ws", mlx_chat_files())
+    (isolated_hf_home / "token").write_text("wrong-token")
+    p, rc = run_json("push", str(ws), "org/by-login", "--private", "--create")
+    assert (rc, p["error"]["type"]) == (2, "access_denied"), p  # the stored token was sent, and refused
+    (isolated_hf_home / "token").write_text(hub.token)
+    p, rc = run_json("push", str(ws), "org/by-login", "--private", "--create")
+    assert rc == 0, p
+    assert p["data"]["created_repo"] is True and p["data"]["uploaded_files_count"] == len(mlx_chat_files())
+    assert "org/by-login" in hub.repos

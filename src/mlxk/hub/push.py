@@ -184,8 +184,10 @@ def push(local_dir: str, repo_id: str, *, private: bool = False, create: bool = 
         raise fail("ValidationError", "Refusing to push without --private (no accidental public uploads)")
     if not files:
         raise fail("ValidationError", f"Workspace '{local_dir}' has no files to upload")
-    if not os.environ.get("HF_TOKEN"):
-        raise fail("auth_error", "HF_TOKEN not set")
+    from huggingface_hub import get_token
+
+    if not get_token():  # as huggingface_hub finds it: HF_TOKEN, then the file `hf auth login` wrote
+        raise fail("auth_error", "No Hugging Face token: set HF_TOKEN or run `hf auth login`")
 
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
