@@ -33,7 +33,8 @@ def test_version_json_and_human():
     assert data["system"]["memory_total_bytes"] > 0
     upstream_validate(payload)
     human = run_cli("--version")
-    assert human.returncode == 0 and human.stdout.startswith("mlxk ")
+    assert human.returncode == 0
+    assert human.stdout.splitlines()[0] == f"mlxk {data['cli_version']} (JSON API 0.1.7)"
 
 
 def test_list_json_lists_everything(populated):
@@ -50,6 +51,8 @@ def test_list_json_lists_everything(populated):
 
 def test_list_pattern_and_empty_cache(populated):
     payload, _ = run_json("list", "llama-3.2")
+    assert [m["name"] for m in payload["data"]["models"]] == [
+        "mlx-community/Llama-3.2-1B-Instruct-4bit", "mlx-community/Llama-3.2-3B-Instruct-4bit"]
     assert payload["data"]["count"] == 2
 
 

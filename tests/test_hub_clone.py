@@ -37,7 +37,7 @@ def test_clone_pulls_then_copies_and_leaves_cache_untouched(hub, isolated_hf_hom
     assert tree_digest(isolated_hf_home / "hub") == before
     # the workspace works where a model name does
     p, rc = run_json("health", str(target))
-    assert rc == 0 and p["data"]["healthy"]
+    assert rc == 0 and p["data"]["healthy"] == [{"name": str(target), "status": "healthy", "reason": "Model is healthy"}]
 
 
 def test_clone_refusals(hub, cache, tmp_path):

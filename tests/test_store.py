@@ -54,7 +54,7 @@ def test_corrupted_repo_is_still_listed(cache):
     blob.unlink()
     repos = {r.repo_id: r for r in scan()}
     assert "org/broken" in repos
-    assert repos["org/broken"].scan_problem
+    assert repos["org/broken"].scan_problem == f"Blob missing (broken symlink): {blob}"
     assert repos["org/broken"].snapshots[0].commit == commit
 
 
