@@ -35,6 +35,15 @@ def _cfg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrency", type=int, default=32, help="sequences decoded together")
     p.add_argument("--max-queue", type=int, help="requests waiting beyond that before 503 (default 8x concurrency, min 64)")
     p.add_argument("--log-json", action="store_true", help="log lines as JSON")
+    p.add_argument("--temp", type=float, help="temperature of requests that set none")
+    p.add_argument("--top-p", type=float, help="top_p of requests that set none")
+    p.add_argument("--top-k", type=int, help="top_k of requests that set none")
+    p.add_argument("--default-max-tokens", type=int, help="max_tokens of requests that set none (at most --max-tokens)")
+    p.add_argument("--kv-bits", type=int, help="quantize the KV cache to this many bits")
+    p.add_argument("--kv-group-size", type=int, help="group size of the KV-cache quantization")
+    p.add_argument("--kv-quantized-start", type=int, help="tokens before the KV cache is quantized")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let the model's tokenizer run Python code shipped with it (off: mlxk never does by default)")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,7 +68,8 @@ def _serve(args: argparse.Namespace) -> int:
         env[API_KEY_ENV] = key  # the worker reads it there: never in its argv
     cmd = [sys.executable, "-m", "mlxk.server.worker", "--host", args.host, "--port", str(args.port),
            "--max-tokens", str(args.max_tokens), "--max-concurrency", str(args.max_concurrency)]
-    for flag in ("model", "idle_unload", "prefix_cache_dir", "prefix_cache_bytes", "max_queue"):
+    for flag in ("model", "idle_unload", "prefix_cache_dir", "prefix_cache_bytes", "max_queue", "temp", "top_p",
+                 "top_k", "default_max_tokens", "kv_bits", "kv_group_size", "kv_quantized_start"):
         value = getattr(args, flag)
         if value is not None:
             cmd += ["--" + flag.replace("_", "-"), str(value)]
@@ -72,6 +82,8 @@ def _serve(args: argparse.Namespace) -> int:
         cmd.append("--no-prefix-cache")
     if args.log_json:
         cmd.append("--log-json")
+    if args.trust_remote_code:
+        cmd.append("--trust-remote-code")
     return supervise(cmd, env=env)
 
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "mlxk.cli.cmd_convert",
     "mlxk.cli.cmd_serve",
     "mlxk.cli.cmd_hub",
+    "mlxk.cli.cmd_deploy",
 )
 
 

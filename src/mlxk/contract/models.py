@@ -147,7 +147,7 @@ SUCCESS_DATA: dict[str, type[BaseModel]] = {
 
 Command = Literal[
     "list", "show", "health", "pull", "rm", "clone", "convert", "version", "push", "run",
-    "server", "doctor", "demo", "schema",
+    "server", "doctor", "demo", "schema", "deploy",
 ]
 
 
