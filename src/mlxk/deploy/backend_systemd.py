@@ -50,27 +50,35 @@ def available() -> bool:
         return False
 
 
-def _quote(word: str) -> str:
-    """One ExecStart/Environment word: specifiers and variables escaped, quoted when needed."""
+def _quote(word: str, dollars: bool = True) -> str:
+    """One ExecStart word (``$`` doubled: ExecStart expands variables) or Environment assignment
+    (``dollars=False``: Environment= does not): specifiers escaped, quoted when needed."""
     word = word.replace("%", "%%")
     if re.search(r"[\s\"'\\$;]", word) or not word:
-        word = '"' + word.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$") + '"'
+        word = word.replace("\\", "\\\\").replace('"', '\\"')
+        word = '"' + (word.replace("$", "$$") if dollars else word) + '"'
     return word
 
 
+def _path(path: Path) -> str:
+    """A path setting (WorkingDirectory=, append:) takes the rest of the line: specifiers escaped, no quotes."""
+    return str(path).replace("%", "%%")
+
+
 def render_unit(dep: Deployment, spec: LaunchSpec) -> str:
-    log = str(dep.log_path).replace("%", "%%")
+    log = _path(dep.log_path)
+    about = " ".join(f"{dep.name} ({spec.description})".split()) if spec.description else dep.name
     lines = [
         "# Written by 'mlxk deploy install'; 'mlxk deploy uninstall' removes it.",
         "[Unit]",
-        f"Description=mlxk deployment {dep.name}" + (f" ({spec.description})" if spec.description else ""),
+        "Description=mlxk deployment " + about.replace("%", "%%"),
         "",
         "[Service]",
         "Type=simple",
         "ExecStart=" + " ".join(_quote(w) for w in spec.argv),
-        "WorkingDirectory=" + _quote(str(dep.folder)),
+        "WorkingDirectory=" + _path(dep.folder),
     ]
-    lines += ["Environment=" + _quote(f"{k}={v}") for k, v in sorted(spec.env.items())]
+    lines += ["Environment=" + _quote(f"{k}={v}", dollars=False) for k, v in sorted(spec.env.items())]
     lines += [
         f"StandardOutput=append:{log}",
         f"StandardError=append:{log}",
