@@ -368,8 +368,9 @@ def watch(root: Path, name: str, emit: Callable[[str], None] | None = None, time
     now = outcome.get("bad") or outcome.get("timeout") or {}
     if "timeout" in outcome:
         raise MlxkError("OperationError", f"'{name}' is not healthy after {timeout:.0f}s", data=None)
-    why = now.get("reason") or f"state {now.get('state')}"
-    raise MlxkError("deployment_failed", f"'{name}' is {now.get('state')}: {why}", state=now.get("state"))
+    state = now.get("state")
+    text = f"'{name}' failed: {now.get('reason')}" if state == "failed" else f"'{name}' is {state}, not running"
+    raise MlxkError("deployment_failed", text, state=state)
 
 
 # --- the *-all commands ---------------------------------------------------------------
