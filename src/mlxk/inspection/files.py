@@ -127,7 +127,7 @@ class ModelFiles:
         """Files that are Git LFS pointer texts instead of content (a JSON file that parses is none)."""
         out = []
         for f in sorted(self.files.values(), key=lambda f: f.name):
-            if f.name.endswith(".json") and not f.broken and f.size <= 1024 and self._parsed(f.name)[1]:
+            if f.name.endswith(".json") and f.size in LFS_POINTER_SIZES and self._parsed(f.name)[1]:
                 continue
             if is_lfs_pointer(f):
                 out.append(f)
@@ -196,8 +196,12 @@ def _looks_whole(path: Path) -> bool:
     return (head[:1], tail[-1:]) in ((b"{", b"}"), (b"[", b"]"))
 
 
+# A pointer file holds at least its header line; pointers with extensions stay under 1 KiB.
+LFS_POINTER_SIZES = range(len(LFS_HEADER), 1025)
+
+
 def is_lfs_pointer(info: FileInfo) -> bool:
-    if info.broken or info.size > 1024:
+    if info.broken or info.size not in LFS_POINTER_SIZES:
         return False
     try:
         with info.path.open("rb") as fh:
