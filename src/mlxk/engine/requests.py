@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class EngineError(Exception):
@@ -24,17 +26,38 @@ class EngineError(Exception):
 CANCELLED = EngineError(499, "The client went away", "invalid_request_error", code="cancelled")
 
 
-@dataclass
-class SamplingParams:
-    max_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
+# Ranges of the sampling options, one definition each; the wire models (server/openai_models.py)
+# reuse these types so a bad value is refused under the wire's own field name.
+MAX_SEED = 2**64 - 1  # mx.random.seed/key take an unsigned 64-bit integer: -1 or 2**64 raise TypeError
+MAX_STOPS = 16
+Temperature = Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+TopK = Annotated[int, Field(ge=0)]  # the engine also bounds it by the model's vocabulary
+Penalty = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+MaxTokens = Annotated[int, Field(ge=1)]
+TopLogprobs = Annotated[int, Field(ge=0)]
+
+
+class SamplingParams(BaseModel):
+    """How to pick tokens, for ``serve`` and ``run`` alike; wire-neutral and validated on creation.
+
+    Every number is checked here (finite, in range) because one bad value reaching the engine
+    would fail a whole batch step. ``repetition_penalty`` None means off.
+    """
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+
+    max_tokens: MaxTokens | None = None
+    temperature: Temperature = 1.0
+    top_p: Probability = 1.0
+    top_k: TopK = 0
+    min_p: Probability = 0.0
+    repetition_penalty: Penalty | None = None
+    seed: Seed | None = None
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOPS)
     logprobs: bool = False
-    top_logprobs: int = 0
+    top_logprobs: TopLogprobs = 0
 
 
 @dataclass

@@ -6,7 +6,6 @@ Protocol adapters (openai_api, later anthropic/gemini) turn bodies into engine r
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from mlxk.engine.requests import EngineError, ModelTarget
 from mlxk.server import openai_api, security
 
 log = logging.getLogger("mlxk.server")
-MAX_BODY = 16 * 1024 * 1024
+MAX_BODY = 4 * 1024 * 1024  # bytes of a request body; more is refused with 413 without being read
 
 
 @dataclass
@@ -94,21 +93,28 @@ def _err(err: EngineError, headers: dict | None = None) -> JSONResponse:
     headers = dict(headers or {})
     if err.status == 503:
         headers.setdefault("Retry-After", "2")
+    if err.status == 413:  # the rest of the body stays unread: end the connection rather than drain it
+        headers.setdefault("Connection", "close")
     return JSONResponse(openai_api.error_body(err), status_code=err.status, headers=headers)
 
 
 def build_app(state: ServeState) -> Starlette:
     async def body_of(request: Request) -> dict:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise EngineError(413, f"Request body larger than {MAX_BODY} bytes", code="request_too_large")
+        """The body's JSON object, read no further than MAX_BODY bytes (nor at all when
+        Content-Length announces more)."""
+        too_large = EngineError(413, f"Request body larger than {MAX_BODY} bytes", code="request_too_large")
         try:
-            body = json.loads(raw)
-        except ValueError as exc:
-            raise EngineError(400, f"Malformed JSON body: {exc}", code="invalid_json") from exc
-        if not isinstance(body, dict):
-            raise EngineError(400, "The JSON body must be an object", code="invalid_json")
-        return body
+            announced = int(request.headers.get("content-length", "0"))
+        except ValueError:
+            announced = 0
+        if announced > MAX_BODY:
+            raise too_large
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise too_large
+        return openai_api.load_json_object(bytes(raw))
 
     async def generate(request: Request, kind: str) -> Response:
         try:
@@ -125,12 +131,11 @@ def build_app(state: ServeState) -> Starlette:
             if gen.target is None and eng.state == "failed":
                 raise EngineError(503, f"The model failed to load: {eng.load_error}", "server_error",
                                   code="model_load_failed")
-            stream = body.get("stream", False)
-            if not isinstance(stream, bool):
-                raise EngineError(400, "'stream' must be a boolean", param="stream")
+            stream = bool(body.get("stream"))  # types checked by the parse above
             opts = body.get("stream_options") or {}
-            if not isinstance(opts, dict):
-                raise EngineError(400, "'stream_options' must be an object", param="stream_options")
+            wanted = gen.target or eng.default
+            if wanted is not None and eng.current is not None and wanted.key == eng.current.key:
+                openai_api.check_prompt_size(gen, eng.context_length)
             handle = RequestHandle(asyncio.get_running_loop(), gen)
             state.engine.submit(handle)
         except EngineError as err:

@@ -7,95 +7,131 @@ SSE chunks. Another protocol (Anthropic Messages, Gemini) is another module like
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from typing import Any, AsyncIterator
 
-from mlxk.engine.requests import EngineError, Event, GenerationRequest, SamplingParams, TokenLogprob, Usage
+import pydantic_core
+from pydantic import BaseModel, ValidationError
 
-ROLES = {"system", "user", "assistant", "tool", "developer"}
+from mlxk.engine.requests import EngineError, Event, GenerationRequest, SamplingParams, TokenLogprob, Usage
+from mlxk.server.openai_models import ChatRequest, CompletionRequest, param_of
+
 INTERRUPT_MESSAGE = "Stream interrupted: the server is shutting down"
+# Text averages about 4 characters a token; only runs such as long whitespace pack more. A prompt
+# with more characters than context * CHARS_PER_TOKEN is refused before the tokenizer sees it.
+CHARS_PER_TOKEN = 16
 
 
 def error_body(err: EngineError) -> dict[str, Any]:
     return {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
 
 
-def _bad(message: str, param: str | None = None) -> EngineError:
-    return EngineError(400, message, param=param)
+def load_json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, parsed by pydantic-core, which refuses what json.loads lets
+    through: NaN/Infinity, lone surrogates (no tokenizer takes them), invalid UTF-8, and nesting
+    deeper than 200 (json.loads raises RecursionError)."""
+    try:
+        body = pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise EngineError(400, f"Malformed JSON body: {exc}", param=_culprit(raw), code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise EngineError(400, "The JSON body must be an object", code="invalid_json")
+    return body
 
 
-def _num(body: dict, key: str, kind: type, lo: float | None = None, hi: float | None = None, default=None):
-    value = body.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise _bad(f"'{key}' must be {'an integer' if kind is int else 'a number'}", key)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise _bad(f"'{key}' must be between {lo} and {hi}, got {value}", key)
-    return kind(value)
+def _culprit(raw: bytes) -> str | None:
+    """The field holding a NaN/Infinity or a lone surrogate (json.loads reads those), for ``param``."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    todo: list[tuple[tuple, Any]] = [((), doc)]
+    while todo:  # a loop, not recursion: the document may be deep
+        path, value = todo.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return param_of(path)
+        if isinstance(value, str) and not _encodes(value):
+            return param_of(path)
+        if isinstance(value, dict):
+            todo += [((*path, k), v) for k, v in reversed(value.items())] + [((*path, k), k) for k in value]
+        elif isinstance(value, list):
+            todo += [((*path, i), v) for i, v in reversed(list(enumerate(value)))]
+    return None
 
 
-def sampling_params(body: dict, max_tokens_cap: int) -> SamplingParams:
-    max_tokens = _num(body, "max_completion_tokens", int, 1, max_tokens_cap)
-    if max_tokens is None:
-        max_tokens = _num(body, "max_tokens", int, 1, max_tokens_cap)
-    stop = body.get("stop")
-    if stop is None:
-        stop = []
-    elif isinstance(stop, str):
-        stop = [stop]
-    elif not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)) or len(stop) > 16:
-        raise _bad("'stop' must be a string or a list of at most 16 strings", "stop")
-    logprobs = body.get("logprobs")
-    top_logprobs = _num(body, "top_logprobs", int, 0, 20, 0)
-    if _num(body, "n", int, 1, 1, 1) != 1:
-        raise _bad("'n' must be 1", "n")
-    return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=_num(body, "temperature", float, 0, 2, 1.0),
-        top_p=_num(body, "top_p", float, 0, 1, 1.0),
-        top_k=_num(body, "top_k", int, 0, 1_000_000, 0),
-        min_p=_num(body, "min_p", float, 0, 1, 0.0),
-        seed=_num(body, "seed", int, -(2**63), 2**64 - 1),
-        stop=stop,
-        logprobs=bool(logprobs) if not isinstance(logprobs, int) or isinstance(logprobs, bool) else logprobs > 0,
-        top_logprobs=top_logprobs if not isinstance(logprobs, int) or isinstance(logprobs, bool) else max(top_logprobs, logprobs),
-    )
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
-def parse_chat(body: dict, max_tokens_cap: int) -> GenerationRequest:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _bad("'messages' must be a non-empty list", "messages")
-    clean = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise _bad(f"messages[{i}].role must be one of {sorted(ROLES)}", f"messages[{i}].role")
-        content = m.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise _bad(f"messages[{i}].content must be a string or a list of parts", f"messages[{i}].content")
-        msg = {"role": "system" if m["role"] == "developer" else m["role"], "content": content or ""}
-        for extra in ("tool_calls", "tool_call_id", "name"):
-            if extra in m:
-                msg[extra] = m[extra]
-        clean.append(msg)
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise _bad("'tools' must be a list", "tools")
-    return GenerationRequest(None, sampling_params(body, max_tokens_cap), messages=clean, tools=tools,
-                             prompt_field="messages")
+def invalid(exc: ValidationError) -> EngineError:
+    """The first validation error as OpenAI's 400, ``param`` naming the field."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    param = param_of(first["loc"])
+    if first["type"] == "missing":
+        return EngineError(400, f"Missing required parameter: '{param}'", param=param)
+    msg = first["msg"].removeprefix("Value error, ")
+    where = f"for '{param}'" if param else "in the body"
+    return EngineError(400, f"Invalid value {where}: {msg}", param=param)
 
 
-def parse_completion(body: dict, max_tokens_cap: int) -> GenerationRequest:
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
-        prompt = prompt[0]
-    ok = isinstance(prompt, str) or (isinstance(prompt, list) and prompt and
-                                     all(isinstance(t, int) and not isinstance(t, bool) for t in prompt))
-    if not ok:
-        raise _bad("'prompt' must be a string or a list of token ids", "prompt")
-    return GenerationRequest(None, sampling_params(body, max_tokens_cap), prompt=prompt, prompt_field="prompt")
+def _validate(model: type[BaseModel], body: Any, max_tokens_cap: int):
+    try:
+        return model.model_validate(body, context={"max_tokens_cap": max_tokens_cap})
+    except ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def sampling_params(req: ChatRequest | CompletionRequest) -> SamplingParams:
+    """The validated body's sampling options as the engine's SamplingParams.
+
+    Chat's ``logprobs`` is a flag with ``top_logprobs`` alternatives; the completions
+    endpoint's ``logprobs`` is the number of alternatives (0 still returns the chosen tokens').
+    """
+    if isinstance(req, ChatRequest):
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        logprobs, top = bool(req.logprobs), req.top_logprobs or 0
+    else:
+        max_tokens, logprobs, top = req.max_tokens, req.logprobs is not None, req.logprobs or 0
+    try:
+        return SamplingParams(**req.sampling(max_tokens, logprobs, top))
+    except ValidationError as exc:
+        raise invalid(exc) from None
+
+
+def parse_chat(body: Any, max_tokens_cap: int) -> GenerationRequest:
+    req: ChatRequest = _validate(ChatRequest, body, max_tokens_cap)
+    tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
+    return GenerationRequest(None, sampling_params(req), messages=[m.for_template() for m in req.messages],
+                             tools=tools, prompt_field="messages")
+
+
+def parse_completion(body: Any, max_tokens_cap: int) -> GenerationRequest:
+    req: CompletionRequest = _validate(CompletionRequest, body, max_tokens_cap)
+    return GenerationRequest(None, sampling_params(req), prompt=req.prompt, prompt_field="prompt")
+
+
+def check_prompt_size(gen: GenerationRequest, context: int | None) -> None:
+    """Refuse a text prompt that cannot fit the context before it is tokenized (which takes the
+    engine thread, and so every stream, for as long as the text is long)."""
+    if not context:
+        return
+    if gen.messages is not None:
+        chars = sum(len(m["content"]) if isinstance(m["content"], str) else
+                    sum(len(p.get("text") or "") for p in m["content"]) for m in gen.messages)
+    elif isinstance(gen.prompt, str):
+        chars = len(gen.prompt)
+    else:
+        return  # token ids: the engine counts them without tokenizing
+    if chars > context * CHARS_PER_TOKEN:
+        raise EngineError(400, f"This model's maximum context length is {context} tokens, but the prompt has "
+                               f"{chars} characters (more than {CHARS_PER_TOKEN} per token of context)",
+                          param=gen.prompt_field, code="context_length_exceeded")
 
 
 # --- responses ------------------------------------------------------------------------
