@@ -221,3 +221,13 @@ def test_unknown_deployment_and_bad_names(root):
     payload, rc = run_json("deploy", "create", "../escape", "--model", "org/x")
     assert rc == 1 and payload["error"]["field"] == "name"
     assert not (root.parent / "escape").exists()
+
+
+def test_dir_points_at_a_project_folder(root, tmp_path, demo_model_dir):
+    project = tmp_path / "project" / "deploy"
+    payload, rc = run_json("deploy", "create", "a", "--model", str(demo_model_dir), "--dir", str(project))
+    assert rc == 0, payload
+    assert (project / "a" / "config.json").is_file() and not root.exists()
+    payload, rc = run_json("deploy", "list", "--dir", str(project))
+    assert [d["name"] for d in payload["data"]["deployments"]] == ["a"]
+    assert run_json("deploy", "list")[0]["data"]["deployments"] == []

@@ -233,3 +233,26 @@ def test_commands_on_one_deployment_leave_the_others_files_alone(deploy_root, de
     assert _snapshot(root / "other") == before
     assert sorted(p.name for p in root.iterdir()) == ["mine", "other"]
     assert not (root.parent / "xdg").exists()  # the process backend writes no service file anywhere
+
+
+def test_api_key_reaches_the_server_through_the_environment_only(deploy_root, demo_model_dir, monkeypatch):
+    root, seen = deploy_root
+    key = "sk-deploy-test-7f3a"
+    monkeypatch.setenv("DEPLOY_TEST_KEY", key)
+    port = free_port()
+    _ok("create", "keyed", "--model", str(demo_model_dir), "--port", str(port), "--api-key-env", "DEPLOY_TEST_KEY")
+    _ok("install", "keyed", "--start", "--backend", "process")
+    seen |= _recorded_pids(root)
+    assert _ok("watch", "keyed")["ready"]
+    pid = _ok("status", "keyed")["pid"]
+    family = [pid, *descendants(pid)]
+    seen |= set(family)
+    for p in family:
+        assert key not in Path(f"/proc/{p}/cmdline").read_text()
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    assert httpx.post(url, json=body, timeout=60).status_code == 401
+    assert httpx.post(url, json=body, timeout=120, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    for f in (root / "keyed").rglob("*"):
+        assert not f.is_file() or key not in f.read_text(errors="replace")
+    _ok("stop", "keyed")

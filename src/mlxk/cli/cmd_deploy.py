@@ -8,7 +8,17 @@ import sys
 from mlxk.cli.base import Command
 from mlxk.contract import Envelope, MlxkError
 
-ACTIONS_ONE = ("show", "install", "uninstall", "start", "stop", "restart", "status", "logs", "watch")
+ACTIONS_ONE = {
+    "show": "its config, validity, backend and service file",
+    "install": "write and enable its service (launchd, systemd or process)",
+    "uninstall": "stop it and remove its service (config and logs stay)",
+    "start": "start it",
+    "stop": "stop it (graceful)",
+    "restart": "stop and start it (the config is read again)",
+    "status": "state, pid, port, model, uptime, the server's /health, last log lines",
+    "logs": "its last log lines (--follow: as they come)",
+    "watch": "download and load progress until healthy (exit 0) or failed (exit 1)",
+}
 ACTIONS_ALL = ("install-all", "uninstall-all", "start-all", "stop-all")
 
 
@@ -40,8 +50,8 @@ def _cfg(p: argparse.ArgumentParser) -> None:
     c.add_argument("--force", action="store_true", help="replace an existing (uninstalled) deployment's config")
 
     sub.add_parser("list", parents=[common], help="all deployments with their state")
-    for action in ACTIONS_ONE:
-        a = sub.add_parser(action, parents=[common], help=f"{action} one deployment")
+    for action, about in ACTIONS_ONE.items():
+        a = sub.add_parser(action, parents=[common], help=about, description=about)
         a.add_argument("name")
         if action in ("install", "start", "restart"):
             a.add_argument("--trust-remote-code", action="store_true",
