@@ -13,7 +13,7 @@ from tests.serve_fixture import ServerProc
 
 httpx = pytest.importorskip("httpx2")
 
-LONG = "The quick brown fox jumps over the lazy dog while the cat sleeps. " * 220  # ~3k tokens
+LONG = "The quick brown fox jumps over the lazy dog while the cat sleeps. " * 100  # ~1.4k tokens
 FAST_KEEPALIVE = {"MLXK_SSE_KEEPALIVE_S": "0.2"}
 
 
@@ -36,7 +36,7 @@ def test_running_streams_keep_their_pace_while_a_long_prompt_is_prefilled(serve_
     try:
         running, long = [], []
         started = threading.Event()
-        a = threading.Thread(target=_stream, args=(srv.base, {"prompt": "Count: 1, 2, 3,", "max_tokens": 600,
+        a = threading.Thread(target=_stream, args=(srv.base, {"prompt": "Count: 1, 2, 3,", "max_tokens": 400,
                                                              "temperature": 0, "stream": True}, running, started, 4))
         a.start()
         assert started.wait(120), srv.log()

@@ -125,3 +125,52 @@ def test_bad_snapshot_falls_back_to_a_shorter_one(serve_model_dir, tmp_path, bas
     assert "unusable" in log
     assert u.prompt_tokens_details.cached_tokens == shortest > 50, log
     assert text == baseline["First question?"]
+
+
+def _metric(srv: ServerProc, name: str) -> float:
+    for line in httpx.get(srv.base + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def _chat(srv: ServerProc, messages: list[dict]):
+    client = openai.OpenAI(base_url=srv.base + "/v1", api_key="x", max_retries=0, timeout=60)
+    return client.chat.completions.create(model=client.models.list().data[0].id, temperature=0, max_tokens=6,
+                                          messages=messages).usage
+
+
+def test_disk_gets_only_reusable_snapshots_and_metrics_count_the_bytes(serve_model_dir, tmp_path):
+    cache_dir = tmp_path / "pc"
+    srv = ServerProc(serve_model_dir, tmp_path, "--prefix-cache-dir", str(cache_dir)).wait_ready()
+    sys_msg = {"role": "system", "content": SYSTEM}
+    turn2 = [sys_msg, {"role": "user", "content": "First question?"}, {"role": "assistant", "content": "An answer."},
+             {"role": "user", "content": "And a follow-up?"}]
+    try:
+        _chat(srv, turn2)  # the system prompt's end and this conversation's end
+        wait_files(srv, 2)
+        srv_files = lambda: sorted(p.name for p in cache_dir.glob("*.safetensors"))  # noqa: E731
+        time.sleep(0.5)
+        first = srv_files()
+        assert len(first) == 2, first  # the finished answer is not written to disk
+        written = _metric(srv, "mlxk_prefix_cache_bytes_written_total")
+        assert written == sum(p.stat().st_size for p in cache_dir.glob("*.safetensors"))
+        assert _metric(srv, "mlxk_prefix_cache_bytes_written_per_request") == written
+        # the same conversation again: everything is on disk already, nothing is written
+        _chat(srv, turn2)
+        # its first turn alone: that conversation's end begins the longer snapshot, so it is not written
+        u = _chat(srv, turn2[:2])
+        time.sleep(0.5)
+        assert srv_files() == first
+        assert _metric(srv, "mlxk_prefix_cache_bytes_written_total") == written
+        assert _metric(srv, "mlxk_prefix_cache_files_written_total") == 2
+        assert u.prompt_tokens_details.cached_tokens > 50
+    finally:
+        assert srv.stop() == 0
+    # after a restart, the shorter conversation is served from the longer snapshot on disk (trimmed)
+    srv = ServerProc(serve_model_dir, tmp_path, "--prefix-cache-dir", str(cache_dir)).wait_ready()
+    try:
+        u = _chat(srv, turn2[:2])
+        assert u.prompt_tokens_details.cached_tokens >= u.prompt_tokens - 8, (u, srv.log())
+    finally:
+        srv.stop()
