@@ -88,6 +88,16 @@ async def scenario(name: str, model_dir: Path) -> dict:
     holder: dict = {}
 
     def load_fn(path: Path):
+        if name == "load":  # what an mlx-lm outside the verified range looks like
+            from mlxk.engine.compat import check_mlx_lm
+
+            class OldBatchGenerator:  # an older insert_segments: no per-sequence stop_sequences
+                def insert_segments(self, segments, max_tokens=None, caches=None):
+                    pass
+
+                extract_cache = remove = next = insert_segments
+
+            check_mlx_lm(OldBatchGenerator)
         loaded = load_model(ModelTarget(str(path), path, "demo"))
         holder["model"] = FaultyModel(loaded.model)
         tok = FaultyTokenizer(loaded.tokenizer, bad=2 if name == "sequence" else 0)
@@ -105,6 +115,9 @@ async def scenario(name: str, model_dir: Path) -> dict:
         return h
 
     try:
+        if name == "load":
+            failed = await collect(submit("Hi", 4))
+            return {"state": engine.state, "error": engine.load_error, "request": failed}
         a, b = submit("Count from one to fifty.", 48), submit("Name many colors.", 48)
         if name == "step":
             seen = {"n": 0}

@@ -32,3 +32,21 @@ def test_a_sequence_that_fails_ends_alone_and_the_others_finish(demo_model_dir):
     assert b["end"] == "error" and b["code"] == "generation_failed", out
     assert out["after"]["end"] == "finish", out
     assert out["active"] == 0, out
+
+
+def test_an_incompatible_mlx_lm_fails_the_load_with_both_versions_named(demo_model_dir):
+    from importlib import metadata
+
+    from mlxk.engine.compat import VERIFIED
+
+    out = _run("load", demo_model_dir)
+    assert out["state"] == "failed", out  # never left at "loading"
+    assert f"mlx-lm {metadata.version('mlx-lm')} is installed, mlxk serve needs mlx-lm{VERIFIED}" in out["error"]
+    assert "insert_segments(" in out["error"], out
+    assert out["request"]["end"] == "error" and out["request"]["code"] == "model_load_failed", out
+
+
+def test_the_installed_mlx_lm_passes_the_check():
+    from mlxk.engine.compat import check_mlx_lm
+
+    check_mlx_lm()

@@ -28,8 +28,10 @@ def installed_version() -> str:
         return "not installed"
 
 
-def check_mlx_lm() -> None:
-    """Raise IncompatibleMlxLm naming the installed and the required versions."""
+def check_mlx_lm(generator_cls=None) -> None:
+    """Raise IncompatibleMlxLm naming the installed and the required versions.
+
+    ``generator_cls`` checks another class than mlx-lm's BatchGenerator (tests)."""
     version = installed_version()
     required = f"mlx-lm{VERIFIED}"
     try:
@@ -37,6 +39,8 @@ def check_mlx_lm() -> None:
     except ImportError as exc:
         raise IncompatibleMlxLm(f"mlx-lm {version} is installed, mlxk serve needs {required} "
                                 f"(missing: {exc.name or exc})") from exc
+    if generator_cls is not None:
+        BatchGenerator = generator_cls  # noqa: N806
     missing = [name for name in ("insert_segments", "extract_cache", "remove", "next")
                if not callable(getattr(BatchGenerator, name, None))]
     if not missing:
