@@ -90,13 +90,14 @@ def test_chat_turn_two_prefills_only_new_tokens(demo_model_dir):
 import json
 from pathlib import Path
 from mlxk.engine.loader import load
-from mlxk.engine.generate import ChatSession, Sampling, Stats
+from mlxk.engine.generate import ChatSession, Stats
+from mlxk.engine.requests import SamplingParams
 loaded = load(Path({str(demo_model_dir)!r}))
 session = ChatSession(loaded)
 out = []
 for q in ["What is the capital of France?", "And of Germany?"]:
     s = Stats()
-    text = "".join(c.text for c in session.turn(q, Sampling(max_tokens=20), s))
+    text = "".join(c.text for c in session.turn(q, SamplingParams(max_tokens=20, temperature=0.0), s))
     out.append({{"prompt": s.prompt_tokens, "prefilled": s.prefilled_tokens, "text": text}})
 print(json.dumps(out))
 """

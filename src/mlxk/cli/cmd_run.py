@@ -1,4 +1,8 @@
-"""``run`` (one-shot and interactive chat), ``convert``, ``demo`` and ``doctor``."""
+"""``run`` (one-shot and interactive chat): parse the flags, render the stream.
+
+Resolving, loading and generating are ops/run.py's; this module only turns flags into a
+RunRequest and writes what comes back to the terminal.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +18,16 @@ def _cfg_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="name, org/name, name@hash or a workspace path")
     p.add_argument("prompt", nargs="?", help="the prompt; '-' reads stdin; none starts a chat")
     p.add_argument("--system", help="system prompt")
+    # One flag per SamplingParams field (the server's request options); see docs/run-and-convert.md.
     p.add_argument("--max-tokens", type=int, help="most tokens to generate (default 512)")
-    p.add_argument("--temperature", type=float, help="0 = greedy (default: the model's generation_config, else 0)")
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--min-p", type=float)
-    p.add_argument("--repetition-penalty", type=float)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--temperature", type=float, help="0 to 2; 0 = greedy (default: the model's generation_config, else 0)")
+    p.add_argument("--top-p", type=float, help="0 to 1: sample from the smallest set with this much probability")
+    p.add_argument("--top-k", type=int, help="sample from the k likeliest tokens (0 = all)")
+    p.add_argument("--min-p", type=float, help="0 to 1: drop tokens less likely than this times the likeliest")
+    p.add_argument("--repetition-penalty", type=float,
+                   help="above 1 makes tokens of the last 20 less likely (off unless given)")
+    p.add_argument("--seed", type=int, help="random seed, 0 to 2**64-1, for reproducible sampling")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable, at most 16)")
     p.add_argument("--no-chat-template", action="store_true", help="send the prompt as raw text")
     p.add_argument("--no-stream", action="store_true", help="print the answer at the end")
     p.add_argument("--verbose", "-v", action="store_true", help="prompt/generation speed and peak memory")
@@ -33,10 +39,6 @@ def _request(args: argparse.Namespace):
     prompt = args.prompt
     if prompt == "-":
         prompt = sys.stdin.read()
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise MlxkError("ValidationError", "--max-tokens must be at least 1")
-    if args.temperature is not None and args.temperature < 0:
-        raise MlxkError("ValidationError", "--temperature must not be negative")
     return RunRequest(
         model=args.model, prompt=prompt, system=args.system, max_tokens=args.max_tokens,
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
@@ -91,15 +93,10 @@ def _run(args: argparse.Namespace):
 
 def _chat(args: argparse.Namespace, req) -> int:
     """Interactive chat: /exit or Ctrl-D leaves, Ctrl-C stops the answer, /clear, /system TEXT."""
-    from mlxk.engine.generate import ChatSession, Stats
-    from mlxk.engine.loader import load
-    from mlxk.ops.run import check_runnable, sampling_for
+    from mlxk.ops.run import Chat, new_stats
 
-    item = check_runnable(req.model)
-    loaded = load(item.ref.path)
-    session = ChatSession(loaded, system=req.system, use_template=req.chat_template)
-    sampling = sampling_for(loaded, req)
-    render.line(f"Chatting with {item.ref.name}. /exit or Ctrl-D to leave, /clear to start over, /system TEXT.",
+    chat = Chat(req)
+    render.line(f"Chatting with {chat.name}. /exit or Ctrl-D to leave, /clear to start over, /system TEXT.",
                 stderr=True)
     while True:
         try:
@@ -116,18 +113,17 @@ def _chat(args: argparse.Namespace, req) -> int:
         if text in ("/exit", "/quit", "/bye"):
             return 0
         if text == "/clear":
-            session.reset()
+            chat.clear()
             render.line("(conversation cleared)", stderr=True)
             continue
         if text.startswith("/system"):
-            session.system = text[len("/system"):].strip() or None
-            session.reset()
+            chat.set_system(text[len("/system"):].strip() or None)
             render.line("(system prompt set; conversation cleared)", stderr=True)
             continue
-        stats = Stats()
+        stats = new_stats()
         try:
-            for chunk in session.turn(text, sampling, stats):
-                sys.stdout.write(chunk.text)
+            for piece in chat.turn(text, stats):
+                sys.stdout.write(piece)
                 sys.stdout.flush()
         except KeyboardInterrupt:
             sys.stdout.write(" [stopped]")

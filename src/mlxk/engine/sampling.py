@@ -1,6 +1,7 @@
-"""Turn a request's sampling options into an mlx-lm sampler.
+"""Turn a request's sampling options into an mlx-lm sampler and logits processors.
 
-One place for the rule, used by the server engine (per sequence) and by ``mlxk run``.
+One place for the rule, used by the server engine (per sequence) and by ``mlxk run``, so
+the same :class:`SamplingParams` picks the same tokens in both.
 """
 
 from __future__ import annotations
@@ -40,3 +41,16 @@ def make_sampler(p: SamplingParams) -> Callable:
     if p.seed is not None:
         return _seeded_sampler(p.temperature, p.top_p, p.min_p, p.top_k, p.seed)
     return mlx_make_sampler(p.temperature, top_p=p.top_p, min_p=p.min_p, top_k=p.top_k)
+
+
+def make_logits_processors(p: SamplingParams) -> list[Callable]:
+    """The processors that reshape logits before sampling (today: the repetition penalty).
+
+    mlx-lm's own ``make_logits_processors`` (its default context of the last 20 tokens,
+    prompt included); an empty list when the request asks for none.
+    """
+    if p.repetition_penalty is None:
+        return []
+    from mlx_lm.sample_utils import make_logits_processors as mlx_make_logits_processors
+
+    return mlx_make_logits_processors(repetition_penalty=p.repetition_penalty)

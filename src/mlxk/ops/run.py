@@ -1,10 +1,15 @@
-"""``run``: resolve, check, load and generate. The CLI streams; --json gets the envelope."""
+"""``run``: resolve, check, load and generate. The CLI only parses and renders.
+
+One prompt (:func:`run_once`, the ``--json`` envelope) or a conversation (:class:`Chat`).
+The sampling options are the server's :class:`~mlxk.engine.requests.SamplingParams`, one
+flag per field, validated before anything is resolved or loaded.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from mlxk.contract import Envelope, MlxkError
 from mlxk.inspection.model_object import inspect
@@ -13,6 +18,14 @@ from mlxk.store.names import resolve
 
 # Loading needs the weights plus working memory; refuse before loading when that can't fit.
 MEMORY_HEADROOM = 1.2
+
+# What ``run`` uses when neither a flag nor the model's generation_config.json says: greedy,
+# 512 tokens (the server's default request is the OpenAI one: temperature 1).
+RUN_DEFAULTS: dict[str, Any] = {"max_tokens": 512, "temperature": 0.0}
+# Options a model's generation_config.json may set (unless it says do_sample: false).
+MODEL_DEFAULTS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+# RunRequest field -> SamplingParams field; the flag is the field with dashes.
+SAMPLING_FIELDS = ("max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "seed", "stop")
 
 
 @dataclass
@@ -29,6 +42,46 @@ class RunRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     chat_template: bool = True
+
+    def sampling(self):
+        """The options given (None = not given) as SamplingParams; bad values name their flag."""
+        from pydantic import ValidationError
+
+        from mlxk.engine.requests import SamplingParams
+
+        given: dict[str, Any] = {k: getattr(self, k) for k in SAMPLING_FIELDS if getattr(self, k) is not None}
+        given["stop"] = list(self.stop)
+        try:
+            return SamplingParams(**given)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = str(err["loc"][0]) if err["loc"] else ""
+            flag = "--" + field.replace("_", "-")
+            raise MlxkError("ValidationError", f"{flag}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def with_model_defaults(given, generation_config: dict[str, Any]):
+    """Flags win; the model's generation_config.json fills what the user left out; then RUN_DEFAULTS.
+
+    A generation_config value the engine would refuse (out of range, wrong type) is left out.
+    """
+    from pydantic import ValidationError
+
+    from mlxk.engine.requests import SamplingParams
+
+    values = dict(RUN_DEFAULTS)
+    if generation_config.get("do_sample", True) is not False:
+        for key in MODEL_DEFAULTS:
+            value = generation_config.get(key)
+            if value is None:
+                continue
+            try:
+                SamplingParams(**{key: value})
+            except ValidationError:
+                continue
+            values[key] = value
+    values.update({k: getattr(given, k) for k in given.model_fields_set})
+    return SamplingParams(**values)
 
 
 def check_runnable(spec: str):
@@ -50,34 +103,53 @@ def check_runnable(spec: str):
     return item
 
 
-def sampling_for(loaded, req: RunRequest):
-    from mlxk.engine.generate import Sampling
+class Chat:
+    """A model loaded for a conversation; each turn streams its text and keeps the KV cache."""
 
-    return Sampling.with_defaults(
-        loaded.generation_config,
-        max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
-        min_p=req.min_p, repetition_penalty=req.repetition_penalty, seed=req.seed, stop=req.stop,
-    )
+    def __init__(self, req: RunRequest):
+        from mlxk.engine.generate import ChatSession
+        from mlxk.engine.loader import load
+
+        given = req.sampling()  # refuse bad flags before resolving or loading anything
+        item = check_runnable(req.model)
+        self.name: str = item.ref.name
+        self.loaded = load(item.ref.path)
+        self.sampling = with_model_defaults(given, self.loaded.generation_config)
+        self._session = ChatSession(self.loaded, system=req.system, use_template=req.chat_template)
+
+    def turn(self, text: str, stats) -> Iterator[str]:
+        """The answer to ``text``, piece by piece; ``stats`` (engine.generate.Stats) is filled in."""
+        for chunk in self._session.turn(text, self.sampling, stats):
+            yield chunk.text
+
+    def clear(self) -> None:
+        self._session.reset()
+
+    def set_system(self, system: str | None) -> None:
+        """A new system prompt starts the conversation over."""
+        self._session.system = system
+        self._session.reset()
+
+
+def new_stats():
+    from mlxk.engine.generate import Stats
+
+    return Stats()
 
 
 def run_once(req: RunRequest, on_text: Callable[[str], None] | None = None) -> Envelope:
     """One prompt, one answer. ``on_text`` receives the stream as it comes."""
-    from mlxk.engine.generate import ChatSession, Stats
-    from mlxk.engine.loader import load
-
-    item = check_runnable(req.model)
-    loaded = load(item.ref.path)
-    session = ChatSession(loaded, system=req.system, use_template=req.chat_template)
-    stats = Stats()
+    chat = Chat(req)
+    stats = new_stats()
     parts: list[str] = []
     start = time.perf_counter()
-    for chunk in session.turn(req.prompt or "", sampling_for(loaded, req), stats):
-        parts.append(chunk.text)
+    for text in chat.turn(req.prompt or "", stats):
+        parts.append(text)
         if on_text:
-            on_text(chunk.text)
+            on_text(text)
     elapsed = time.perf_counter() - start
     data: dict[str, Any] = {
-        "model": item.ref.name,
+        "model": chat.name,
         "prompt": req.prompt,
         "response": "".join(parts),
         "tokens_generated": stats.generated_tokens,
