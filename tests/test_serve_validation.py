@@ -202,3 +202,57 @@ def test_announced_oversized_body_is_refused_unread(served):
         response = _read_response(sock)
     assert response.startswith(b"HTTP/1.1 413"), response[:200]
     assert b"connection: close" in response.lower()
+
+
+# --- the engine's own bound, for callers other than the OpenAI adapter ---------------------------
+
+ENGINE_SCRIPT = r"""
+import asyncio, json, os, sys, time
+from pathlib import Path
+from mlxk.engine.batch import Engine
+from mlxk.engine.bridge import RequestHandle
+from mlxk.engine.requests import GenerationRequest, ModelTarget, SamplingParams
+
+model_dir, vocab = Path(sys.argv[1]), int(sys.argv[2])
+engine = Engine(ModelTarget(str(model_dir), model_dir, "demo"), max_tokens=4, prefix_cache=None)
+engine.start()
+while engine.state == "loading":
+    time.sleep(0.05)
+
+async def run(params):
+    h = RequestHandle(asyncio.get_running_loop(), GenerationRequest(
+        None, params, messages=[{"role": "user", "content": "Hi"}]))
+    engine.submit(h)
+    while True:
+        ev = await asyncio.wait_for(h.next(), 120)
+        if ev.kind == "error":
+            return [ev.error.status, ev.error.param]
+        if ev.kind == "finish":
+            return ["finish", ev.finish_reason]
+
+async def main():
+    try:
+        return [await run(SamplingParams(max_tokens=2, temperature=0.0, logprobs=True, top_logprobs=vocab + 1)),
+                await run(SamplingParams(max_tokens=2, temperature=0.5, top_k=vocab + 1)),
+                await run(SamplingParams(max_tokens=2, temperature=0.0, logprobs=True, top_logprobs=vocab))]
+    finally:
+        engine.stop()
+        while engine.alive:  # an mlx thread still running at exit aborts the process
+            time.sleep(0.05)
+
+print(json.dumps(asyncio.run(main())), flush=True)
+os._exit(0)  # skip interpreter teardown: native worker threads still joinable there abort the process
+"""
+
+
+def test_engine_refuses_counts_past_the_vocabulary(serve_model_dir, vocab):
+    """The wire caps top_logprobs at 20; the engine bounds any caller by the loaded vocabulary."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", ENGINE_SCRIPT, str(serve_model_dir), str(vocab)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second, third = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert first == [400, "top_logprobs"] and second == [400, "top_k"], (first, second)
+    assert third == ["finish", "length"], third
