@@ -35,7 +35,9 @@ def load_json_object(raw: bytes) -> dict[str, Any]:
     try:
         body = pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
-        raise EngineError(400, f"Malformed JSON body: {exc}", param=_culprit(raw), code="invalid_json") from None
+        param = _culprit(raw)
+        why = f" ('{param}' holds NaN, Infinity or a lone surrogate: not allowed)" if param else ""
+        raise EngineError(400, f"Malformed JSON body: {exc}{why}", param=param, code="invalid_json") from None
     if not isinstance(body, dict):
         raise EngineError(400, "The JSON body must be an object", code="invalid_json")
     return body
