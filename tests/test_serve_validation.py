@@ -115,6 +115,7 @@ def test_the_openai_client_gets_the_field_back(client, model_info):
 def test_non_finite_numbers_and_lone_surrogates_are_refused(served, raw, path, param):
     err = error_of(post_raw(served, raw, path))
     assert err["code"] == "invalid_json" and err["param"] == param, err
+    assert f"'{param}' holds NaN, Infinity or a lone surrogate" in err["message"], err
 
 
 def test_overflowing_number_is_not_finite(served):
