@@ -20,7 +20,8 @@ def _cfg_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--system", help="system prompt")
     # One flag per SamplingParams field (the server's request options); see docs/run-and-convert.md.
     p.add_argument("--max-tokens", type=int, help="most tokens to generate (default 512)")
-    p.add_argument("--temperature", type=float, help="0 to 2; 0 = greedy (default: the model's generation_config, else 0)")
+    p.add_argument("--temperature", type=float,
+                   help="0 to 2; 0 = greedy (default: the model's generation_config, else 0)")
     p.add_argument("--top-p", type=float, help="0 to 1: sample from the smallest set with this much probability")
     p.add_argument("--top-k", type=int, help="sample from the k likeliest tokens (0 = all)")
     p.add_argument("--min-p", type=float, help="0 to 1: drop tokens less likely than this times the likeliest")
