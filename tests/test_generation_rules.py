@@ -160,3 +160,16 @@ def test_run_refuses_sampling_values_serve_refuses(flag, value):
     assert rc == 1
     assert payload["error"]["type"] == "ValidationError"
     assert payload["error"]["message"].startswith(flag + ":")
+
+
+def test_run_bounds_top_k_by_the_vocabulary_as_serve_does(demo_model_in_cache, demo_model_dir):
+    import json
+
+    vocab = json.loads((demo_model_dir / "config.json").read_text())["vocab_size"]
+    payload, rc = run_json("run", "SmolLM2", "hi", "--max-tokens", "2", "--temperature", "0.5", "--seed", "1",
+                           "--top-k", str(vocab + 1))
+    assert rc == 1 and payload["error"]["type"] == "ValidationError"
+    assert payload["error"]["message"].startswith("--top-k:") and str(vocab) in payload["error"]["message"]
+    payload, rc = run_json("run", "SmolLM2", "hi", "--max-tokens", "2", "--temperature", "0.5", "--seed", "1",
+                           "--top-k", str(vocab))  # every token: sampling without a top-k filter
+    assert rc == 0 and payload["data"]["tokens_generated"] == 2

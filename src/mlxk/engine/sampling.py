@@ -54,3 +54,26 @@ def make_logits_processors(p: SamplingParams) -> list[Callable]:
     from mlx_lm.sample_utils import make_logits_processors as mlx_make_logits_processors
 
     return mlx_make_logits_processors(repetition_penalty=p.repetition_penalty)
+
+
+class OutOfVocabulary(ValueError):
+    """A sampling option larger than the loaded model's vocabulary; ``field`` names it."""
+
+    def __init__(self, field: str, vocab: int):
+        super().__init__(f"'{field}' must be at most the vocabulary size ({vocab})")
+        self.field, self.vocab = field, vocab
+
+
+def fit_to_vocabulary(p: SamplingParams, vocab: int | None) -> SamplingParams:
+    """Bound ``top_k`` and ``top_logprobs`` by the vocabulary, known only once the model is loaded.
+
+    More than the vocabulary raises :class:`OutOfVocabulary` (sampling would fail mid-step);
+    exactly the vocabulary means every token, which mlx-lm's top-k filter (it wants
+    k < vocabulary) spells as off.
+    """
+    if not vocab:
+        return p
+    for name in ("top_k", "top_logprobs"):
+        if getattr(p, name) > vocab:
+            raise OutOfVocabulary(name, vocab)
+    return p.model_copy(update={"top_k": 0}) if p.top_k == vocab else p

@@ -84,6 +84,18 @@ def with_model_defaults(given, generation_config: dict[str, Any]):
     return SamplingParams(**values)
 
 
+def fit(params, model):
+    """The options bounded by the model's vocabulary, as the server bounds them."""
+    from mlxk.engine.sampling import OutOfVocabulary, fit_to_vocabulary
+
+    try:
+        return fit_to_vocabulary(params, getattr(getattr(model, "args", None), "vocab_size", None))
+    except OutOfVocabulary as exc:
+        flag = "--" + exc.field.replace("_", "-")
+        raise MlxkError("ValidationError", f"{flag}: must be at most the model's vocabulary size ({exc.vocab}) "
+                                           f"(got {getattr(params, exc.field)})") from None
+
+
 def check_runnable(spec: str):
     """Resolve and gate a model before anything heavy is imported (exit 1, nothing loaded)."""
     item = inspect(resolve(spec))
@@ -114,7 +126,7 @@ class Chat:
         item = check_runnable(req.model)
         self.name: str = item.ref.name
         self.loaded = load(item.ref.path)
-        self.sampling = with_model_defaults(given, self.loaded.generation_config)
+        self.sampling = fit(with_model_defaults(given, self.loaded.generation_config), self.loaded.model)
         self._session = ChatSession(self.loaded, system=req.system, use_template=req.chat_template)
 
     def turn(self, text: str, stats) -> Iterator[str]:
