@@ -127,6 +127,17 @@ def test_a_stop_string_cuts_run_and_serve_at_the_same_place(demo_model_in_cache,
     assert ran == served == (full[: full.index("Paris")], "stop")
 
 
+def test_serve_streams_text_that_cannot_begin_a_stop_string_at_once(client, model_id):
+    """Only a tail that may begin a stop string is held back, however long the stop string."""
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    chunks = list(client.chat.completions.create(model=model_id, messages=messages, temperature=0, max_tokens=24,
+                                                 stream=True, stop=["Z" * 300]))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    full, _ = served_text(client, model_id, "What is the capital of France?", max_tokens=24)
+    assert "".join(pieces) == full
+    assert len(pieces) >= 5  # token by token, not all at the end
+
+
 # --- repetition_penalty in both -------------------------------------------------------------
 
 
