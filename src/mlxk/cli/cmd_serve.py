@@ -28,6 +28,8 @@ def _cfg(p: argparse.ArgumentParser) -> None:
                    help="also serve browser pages from ORIGIN, e.g. https://app.example (repeatable; '*' for "
                         "any; default: same origin and http://localhost, 127.0.0.1, [::1] on any port)")
     p.add_argument("--allow", nargs="+", metavar="MODEL", help="models a request may switch to")
+    p.add_argument("--model-dir", action="append", metavar="DIR",
+                   help="let requests name model folders inside DIR by path (repeatable; default: cache names only)")
     p.add_argument("--idle-unload", type=float, metavar="SECONDS", help="free the model after inactivity")
     p.add_argument("--prefix-cache-dir", help="folder of prefix-cache snapshots (default: under the mlxk cache)")
     p.add_argument("--prefix-cache-bytes", type=int, help="size bound of the disk prefix cache")
@@ -73,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             cmd += ["--" + flag.replace("_", "-"), str(value)]
-    for flag in ("allowed_host", "cors_origin"):
+    for flag in ("allowed_host", "cors_origin", "model_dir"):
         for value in getattr(args, flag) or []:
             cmd.append(f"--{flag.replace('_', '-')}={value}")  # "=": a value may start with "-"
     if args.allow:

@@ -26,10 +26,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlxk.engine.bridge import RequestHandle, posts_per_step
+from mlxk.engine.loading import FailedLoads, describe_failure, load_model
 from mlxk.engine.metrics import Metrics
+from mlxk.engine.pacing import PrefillPacer
 from mlxk.engine.requests import (CANCELLED, EngineError, Event, GenerationRequest, ModelTarget, TokenLogprob,
                                   Usage)
-from mlxk.engine.sampling import make_sampler
+from mlxk.engine.prompting import tokenize_request
+from mlxk.engine.sampling import make_logits_processors, make_sampler
+from mlxk.engine.stops import StopMatcher
 from mlxk.inspection.context import context_length
 
 log = logging.getLogger("mlxk.engine")
@@ -40,7 +44,7 @@ class _Seq:
     handle: RequestHandle
     uid: int
     detok: Any
-    stops: list[str]
+    stops: StopMatcher  # engine/stops.py, shared with mlxk run
     usage: Usage
     logprobs: bool
     top_logprobs: int
@@ -49,16 +53,7 @@ class _Seq:
     lp_buf: list = field(default_factory=list)
     first_token_at: float | None = None
     done: bool = False
-
-
-def _text_of(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
-    return str(content)
+    bounds: tuple[int, ...] = ()  # prompt positions worth a disk snapshot (prompting.tokenize_request)
 
 
 class Engine:
@@ -66,7 +61,8 @@ class Engine:
 
     def __init__(self, default: ModelTarget | None, *, max_tokens: int = 512, max_concurrency: int = 32,
                  max_queue: int = 256, prefix_cache=None, idle_unload: float | None = None,
-                 load_fn: Callable[[Path], tuple[Any, Any]] | None = None):
+                 load_fn: Callable[[Path], tuple[Any, Any]] | None = None, kv_quant=None,
+                 trust_remote_code: bool = False):
         self.default = default
         self.max_tokens = max_tokens
         self.max_concurrency = max_concurrency
@@ -74,6 +70,12 @@ class Engine:
         self.prefix_cache = prefix_cache
         self.idle_unload = idle_unload
         self._load_fn = load_fn
+        self.trust_remote_code = trust_remote_code  # the operator's opt-in (--trust-remote-code)
+        self.kv_quant = kv_quant  # solo.KVQuant: quantized KV caches, one request at a time
+        if kv_quant is not None:
+            log.info("KV cache quantized to %d bits (group %d, from token %d): requests run one at a time, "
+                     "mlx-lm's batch KV cache has no quantized form", kv_quant.bits, kv_quant.group_size,
+                     kv_quant.quantized_start)
         self.metrics = Metrics()
         self.state = "loading" if default else "idle"
         self.load_error: str | None = None
@@ -87,6 +89,10 @@ class Engine:
         self._interrupt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mlxk-engine", daemon=True)
         self._model = self._tokenizer = self._bg = None
+        self.vocab_size: int | None = None
+        self._failed_loads = FailedLoads()
+        self._sampler_failures: dict[int, Exception] = {}
+        self._pacer = PrefillPacer()
         self._last_active = time.monotonic()
 
     # --- loop side ---------------------------------------------------------------
@@ -129,51 +135,63 @@ class Engine:
     # --- engine thread -------------------------------------------------------------
 
     def _load(self, target: ModelTarget) -> None:
-        import mlx.core as mx
-
+        """Load ``target``; if that fails, bring back the model that was serving and raise."""
+        known = self._failed_loads.known(target)
+        if known is not None:
+            raise known
+        previous = self.current
         self.state = "loading"
         self._unload()
         try:
-            eos = None
-            if self._load_fn is not None:
-                model, tokenizer = self._load_fn(target.path)
-            else:
-                try:  # the run engine's loader (fast BLAS, generation_config EOS ids)
-                    from mlxk.engine.loader import eos_token_ids
-                    from mlxk.engine.loader import load as mlxk_load
-                except ImportError:
-                    mlxk_load = None
-                if mlxk_load is not None:
-                    loaded = mlxk_load(Path(target.path))
-                    model, tokenizer = loaded.model, loaded.tokenizer
-                    eos = eos_token_ids(tokenizer, loaded.generation_config)
-                else:
-                    from mlx_lm.utils import load
-
-                    model, tokenizer = load(str(target.path))
+            self._install(target)
+            self._failed_loads.forget(target)
+            return
         except Exception as exc:  # reported on /health and to the request
-            self.state = "failed"
-            detail = str(exc)
-            for p in sorted({str(target.path), target.key, str(Path(target.path).expanduser())}, key=len, reverse=True):
-                detail = detail.replace(p, target.name)  # never an absolute path in an answer
-            self.load_error = f"{type(exc).__name__}: {detail}"
-            log.error("loading %s failed: %s", target.name, self.load_error)
-            raise EngineError(500, f"Model '{target.name}' failed to load: {self.load_error}", "server_error") from exc
-        from mlx_lm.generate import BatchGenerator
+            message = describe_failure(target, exc)
+            err = self._failed_loads.remember(target, message)
+        if previous is not None and previous.key != target.key:
+            try:
+                self._install(previous)
+                log.info("kept serving %s after the failed load", previous.name)
+                raise err
+            except EngineError:
+                raise
+            except Exception as exc:
+                message = describe_failure(previous, exc)
+                self._failed_loads.remember(previous, message)
+        self.state, self.load_error = "failed", message
+        raise err
 
+    def _install(self, target: ModelTarget) -> None:
         from mlx_lm.generate import StopSequences
 
-        self._model, self._tokenizer, self.current = model, tokenizer, target
-        eos = eos if eos else set(getattr(tokenizer, "eos_token_ids", None) or [])
-        self._stop_sequences = StopSequences([(int(t),) for t in sorted(eos)])
-        args = getattr(model, "args", None)
-        self.context_length = context_length(target.path, args)
-        self._bg = BatchGenerator(model, max_tokens=self.max_tokens, completion_batch_size=self.max_concurrency,
-                                  prefill_batch_size=min(8, self.max_concurrency), prefill_step_size=512,
-                                  stream=mx.default_stream(mx.default_device()))
+        loaded = load_model(target, self._load_fn, self.trust_remote_code)
+        self._model, self._tokenizer, self.current = loaded.model, loaded.tokenizer, target
+        self._stop_sequences = StopSequences([(int(t),) for t in sorted(loaded.eos_ids)])
+        self.context_length = context_length(target.path, getattr(loaded.model, "args", None))
+        self.vocab_size = getattr(getattr(loaded.model, "args", None), "vocab_size", None)
+        self._bg = self._new_batch_generator()
         self.state, self.load_error = "ready", None
         self._last_active = time.monotonic()
         log.info("model %s loaded (context %s)", target.name, self.context_length)
+
+    def _new_batch_generator(self):
+        import mlx.core as mx
+        from mlx_lm.generate import BatchGenerator
+
+        if self.kv_quant is not None:
+            from mlxk.engine.solo import SoloGenerator
+
+            return SoloGenerator(self._model, self.kv_quant)
+
+        return BatchGenerator(self._model, max_tokens=self.max_tokens, completion_batch_size=self.max_concurrency,
+                              prefill_batch_size=min(8, self.max_concurrency), prefill_step_size=512,
+                              stream=mx.default_stream(mx.default_device()))
+
+    @property
+    def load_errors(self) -> dict[str, str]:
+        """Models whose last load failed, with the reason (for /health)."""
+        return self._failed_loads.report()
 
     def _unload(self) -> None:
         if self._bg is None and self._model is None:
@@ -205,9 +223,9 @@ class Engine:
                 while not self._stop.is_set():
                     try:
                         self._tick()
-                    except Exception:  # fail what was running, keep serving
+                    except Exception as exc:  # fail what was running, keep serving
                         log.exception("engine step failed")
-                        self._fail_all(EngineError(500, "Internal engine error", "server_error"))
+                        self._recover(exc)
             finally:
                 self._interrupt_everything()
                 if self.prefix_cache is not None:
@@ -232,20 +250,35 @@ class Engine:
             self._unload()
             self.state = "idle"
 
-    def _fail_all(self, err: EngineError) -> None:
+    def _recover(self, exc: Exception) -> None:
+        """After a step that failed for no one sequence: end those in flight, start a clean batch.
+
+        The BatchGenerator may be half-way through a step (KV offsets moved, a poisoned
+        sampler still in its lists), so it is dropped whole; the model stays loaded and the
+        next request runs on a fresh one.
+        """
+        err = EngineError(500, f"The engine step failed ({type(exc).__name__}); the request was ended",
+                          "server_error", code="engine_error")
         self.metrics.requests_failed += len(self._seqs) + len(self._loading)
         for s in list(self._seqs.values()):
             s.handle.post(Event("error", error=err))
         for x in self._loading:
             x[0].post(Event("error", error=err))
-        if self._seqs and self._bg is not None:
-            try:
-                self._bg.remove(list(self._seqs))
-            except Exception:
-                self._bg = None  # rebuilt by the next load
-                self.current = None
         self._seqs.clear()
         self._loading.clear()
+        self._sampler_failures.clear()
+        if self._model is None:
+            return
+        try:
+            self._bg.close()
+        except Exception:  # a broken generator may fail to close too; it is dropped either way
+            pass
+        try:
+            self._bg = self._new_batch_generator()
+        except Exception as again:  # nothing usable left: load afresh on the next request
+            log.error("rebuilding the batch failed: %s", again)
+            self._unload()
+            self.state = "idle"
 
     def _interrupt_everything(self) -> None:
         for s in list(self._seqs.values()):
@@ -288,6 +321,11 @@ class Engine:
                 continue
             target = h.request.target or self.default  # None: the preloaded model
             if target is not None and (self.current is None or target.key != self.current.key):
+                known = self._failed_loads.known(target)
+                if known is not None:  # a folder that failed to load and has not changed since
+                    self._waiting.pop(0)
+                    h.post(Event("error", error=known))
+                    continue
                 if self._seqs or self._loading:  # drain the batch before switching models
                     return
                 try:
@@ -318,47 +356,9 @@ class Engine:
                 self.metrics.requests_failed += 1
                 h.post(Event("error", error=EngineError(500, f"{type(exc).__name__}: {exc}", "server_error")))
 
-    def _tokenize(self, req: GenerationRequest) -> tuple[list[int], list[int]]:
-        """Prompt tokens and snapshot boundaries (end of the system prompt, of the conversation)."""
-        tok = self._tokenizer
-        if req.messages is not None:
-            messages = []
-            for m in req.messages:
-                msg = dict(m)
-                msg["content"] = _text_of(m.get("content"))
-                messages.append(msg)
-            if getattr(tok, "has_chat_template", False) or getattr(tok, "chat_template", None):
-                kwargs = {"tools": req.tools} if req.tools else {}
-
-                def render(msgs, gen):
-                    out = tok.apply_chat_template(msgs, add_generation_prompt=gen, tokenize=True, **kwargs)
-                    if isinstance(out, dict) or hasattr(out, "input_ids"):
-                        out = out["input_ids"]
-                    return list(out)
-
-                prompt = render(messages, True)
-                bounds = []
-                if self.prefix_cache is not None:
-                    n_sys = next((i for i, m in enumerate(messages) if m["role"] != "system"), len(messages))
-                    probes = [messages]
-                    if 0 < n_sys < len(messages):
-                        probes.insert(0, messages[:n_sys] + [{"role": "user", "content": ""}])
-                    for probe in probes:
-                        try:
-                            bounds.append(_common_prefix(render(probe, False), prompt))
-                        except Exception:  # templates that reject a probe: no boundary there
-                            pass
-                return prompt, bounds
-            from mlx_lm.server import convert_chat
-
-            return list(tok.encode(convert_chat(messages))), []
-        if isinstance(req.prompt, list):
-            return [int(t) for t in req.prompt], []
-        return list(tok.encode(req.prompt or "")), []
-
     def _insert(self, h: RequestHandle) -> None:
         req = h.request
-        prompt, bounds = self._tokenize(req)
+        prompt, bounds = tokenize_request(self._tokenizer, req, self.prefix_cache is not None)
         if not prompt:
             raise EngineError(400, "The prompt is empty", param=req.prompt_field)
         vocab = getattr(getattr(self._model, "args", None), "vocab_size", None)
@@ -407,7 +407,8 @@ class Engine:
         max_tokens = p.max_tokens or self.max_tokens
         if ctx:
             max_tokens = max(1, min(max_tokens, ctx - len(prompt)))
-        sampler = make_sampler(p)
+        box: list[int] = []
+        sampler = self._guarded(make_sampler(p), box)
         if self.prefix_cache is not None:
             if cached:
                 self.metrics.cache_hits += 1
@@ -418,12 +419,13 @@ class Engine:
             segments = [prompt]
         (uid,) = self._bg.insert_segments(
             segments=[segments], max_tokens=[max_tokens], caches=[cache] if cache is not None else None,
-            all_tokens=[prompt[:cached]], samplers=[sampler], logits_processors=[[]],
+            all_tokens=[prompt[:cached]], samplers=[sampler], logits_processors=[make_logits_processors(p)],
             stop_sequences=[self._stop_sequences],
         )
+        box.append(uid)
         usage = Usage(prompt_tokens=len(prompt), cached_tokens=cached)
-        self._seqs[uid] = _Seq(h, uid, self._tokenizer.detokenizer, [s for s in p.stop if s], usage,
-                               p.logprobs, p.top_logprobs, prompt)
+        self._seqs[uid] = _Seq(h, uid, self._tokenizer.detokenizer, StopMatcher(p.stop), usage,
+                               p.logprobs, p.top_logprobs, prompt, bounds=tuple(bounds))
         self.metrics.requests += 1
         self.metrics.prompt_tokens += len(prompt)
         h.post(Event("start", usage=usage, model=self._name()))
@@ -435,56 +437,107 @@ class Engine:
             for uid in gone:
                 self._seqs.pop(uid).handle.post(Event("error", error=CANCELLED))
 
+    def _guarded(self, sampler: Callable, box: list[int]) -> Callable:
+        """A sampler that fails (top_k past the vocabulary, say) ends its own sequence only.
+
+        mlx-lm calls per-sequence samplers row by row inside the batched step; an exception
+        there would abort the step for every stream. The guard records it for the uid in
+        ``box`` and returns the argmax so the step completes; ``_step`` then ends that
+        sequence with an error.
+        """
+        from mlx_lm.sample_utils import greedy_sampler
+
+        if sampler is greedy_sampler:  # shared by greedy rows (one batched call); cannot fail
+            return sampler
+        failures = self._sampler_failures
+
+        def guarded(logprobs):
+            import mlx.core as mx
+
+            try:
+                return sampler(logprobs)
+            except Exception as exc:
+                failures[box[0] if box else -1] = exc
+                return mx.argmax(logprobs, axis=-1)
+
+        return guarded
+
     def _step(self) -> None:
-        prompt_resps, gen_resps = self._bg.next()
+        bg = self._bg
+        prefilling = sum(1 for s in self._seqs.values() if s.first_token_at is None)
+        bg.prefill_step_size = self._pacer.step(len(self._seqs) > prefilling,
+                                                min(prefilling, bg.prefill_batch_size))
+        with bg.stats() as stats:
+            prompt_resps, gen_resps = bg.next()
+        self._pacer.observe(stats.prompt_tokens, stats.prompt_time)
         if self.prefix_cache is not None:
             ends = [r.uid for r in prompt_resps if r.end_of_segment and not r.end_of_prompt and r.uid in self._seqs]
             if ends:
-                for uid, (cache, toks) in self._bg.extract_cache(ends).items():
-                    self.prefix_cache.store(self.current.key, list(toks), cache, kind="user")
+                for uid, (cache, toks) in bg.extract_cache(ends).items():
+                    # mlx-lm also ends a segment one token before the prompt's end: RAM only
+                    to_disk = len(toks) in self._seqs[uid].bounds
+                    self.prefix_cache.store(self.current.key, list(toks), cache, kind="user", to_disk=to_disk)
         if gen_resps:
             self.metrics.batch_steps += 1
             self.metrics.batch_size_sum += len(gen_resps)
+        failed = dict(self._sampler_failures)  # the guards hold this dict: empty it, never rebind
+        self._sampler_failures.clear()
         finished: list[int] = []
         for r in gen_resps:
             s = self._seqs.get(r.uid)
             if s is None or s.done:
                 continue
-            if s.first_token_at is None:
-                s.first_token_at = time.monotonic()
-                self.metrics.observe_ttft(s.first_token_at - s.handle.submitted)
-            s.usage.completion_tokens += 1
-            self.metrics.completion_tokens += 1
-            if r.finish_reason != "stop":
-                s.detok.add_token(r.token)
-            if r.finish_reason is not None:
-                s.detok.finalize()
-            s.buf += s.detok.last_segment
-            if s.logprobs:
-                s.lp_buf.append(self._logprob(r.token, r.logprobs, s.top_logprobs))
-            reason = r.finish_reason
-            if s.stops:
-                hit = min((i for i in (s.buf.find(w) for w in s.stops) if i >= 0), default=-1)
-                if hit >= 0:
-                    s.buf = s.buf[:hit]
-                    reason = "stop"
-                    if r.finish_reason is None:
-                        finished.append(r.uid)
-            if reason is not None:
-                self._flush_text(s, final=True)
+            try:
+                if r.uid in failed:
+                    raise failed[r.uid]
+                if self._advance(s, r) and r.finish_reason is None:
+                    finished.append(r.uid)
+            except Exception as exc:  # this sequence only; the batch goes on
+                log.warning("sequence %d failed: %s: %s", r.uid, type(exc).__name__, exc)
+                self.metrics.requests_failed += 1
                 s.done = True
-                s.handle.post(Event("finish", finish_reason=reason, usage=s.usage, model=self._name()))
-                if r.finish_reason is not None and self.prefix_cache is not None and r.prompt_cache is not None:
-                    self.prefix_cache.store(self.current.key, list(r.all_tokens), r.prompt_cache)
                 self._seqs.pop(r.uid, None)
-            else:
-                self._flush_text(s, final=False)
+                s.handle.post(Event("error", error=EngineError(
+                    500, f"Generation failed for this request: {type(exc).__name__}: {exc}", "server_error",
+                    code="generation_failed")))
+                if r.finish_reason is None:
+                    finished.append(r.uid)
         if finished:
-            self._bg.remove(finished)
+            bg.remove(finished)
+
+    def _advance(self, s: _Seq, r) -> bool:
+        """Take one generated token of ``s``; True when a stop string ended it early."""
+        if s.first_token_at is None:
+            s.first_token_at = time.monotonic()
+            self.metrics.observe_ttft(s.first_token_at - s.handle.submitted)
+        s.usage.completion_tokens += 1
+        self.metrics.completion_tokens += 1
+        if r.finish_reason != "stop":
+            s.detok.add_token(r.token)
+        if r.finish_reason is not None:
+            s.detok.finalize()
+        s.buf += s.detok.last_segment
+        if s.logprobs:
+            s.lp_buf.append(self._logprob(r.token, r.logprobs, s.top_logprobs))
+        reason, stopped_early = r.finish_reason, False
+        if s.stops:
+            hit = s.stops.find(s.buf)
+            if hit >= 0:
+                s.buf = s.buf[:hit]
+                reason, stopped_early = "stop", True
+        if reason is None:
+            self._flush_text(s, final=False)
+            return False
+        self._flush_text(s, final=True)
+        s.done = True
+        s.handle.post(Event("finish", finish_reason=reason, usage=s.usage, model=self._name()))
+        if r.finish_reason is not None and self.prefix_cache is not None and r.prompt_cache is not None:
+            self.prefix_cache.store(self.current.key, list(r.all_tokens), r.prompt_cache)
+        self._seqs.pop(r.uid, None)
+        return stopped_early
 
     def _flush_text(self, s: _Seq, final: bool) -> None:
-        keep = 0 if final else max((len(w) for w in s.stops), default=1) - 1
-        cut = len(s.buf) - keep
+        cut = len(s.buf) if final else s.stops.safe_length(s.buf)  # held back: a tail that may begin a stop
         if cut <= 0 and not (final and s.lp_buf):
             return
         text, s.buf = s.buf[:max(cut, 0)], s.buf[max(cut, 0):]
@@ -504,12 +557,3 @@ class Engine:
             pairs = sorted(zip(ids, vals), key=lambda x: -x[1])
             top = [(tok.decode([i]), v) for i, v in pairs]
         return TokenLogprob(tok.decode([token]), logprobs[token].item(), top)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n

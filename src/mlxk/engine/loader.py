@@ -19,14 +19,16 @@ class Loaded:
     load_seconds: float
 
 
-def load(path: Path) -> Loaded:
+def load(path: Path, trust_remote_code: bool = False) -> Loaded:
+    """``trust_remote_code`` runs Python files shipped with the model: only when the user opts in."""
     import time
 
     accel.bootstrap()
     from mlx_lm import load as mlx_load
 
     start = time.perf_counter()
-    model, tokenizer = mlx_load(str(path))
+    extra = {"trust_remote_code": True, "tokenizer_config": {"trust_remote_code": True}} if trust_remote_code else {}
+    model, tokenizer = mlx_load(str(path), **extra)
     gen_cfg: dict[str, Any] = {}
     gc_file = path / "generation_config.json"
     if gc_file.is_file():

@@ -25,7 +25,8 @@ class LoadedModel:
     eos_ids: set[int]
 
 
-def load_model(target: ModelTarget, load_fn: Callable[[Path], tuple[Any, Any]] | None = None) -> LoadedModel:
+def load_model(target: ModelTarget, load_fn: Callable[[Path], tuple[Any, Any]] | None = None,
+               trust_remote_code: bool = False) -> LoadedModel:
     """mlxk's loader (fast BLAS, generation_config EOS ids), or ``load_fn`` when given."""
     from mlxk.engine.compat import check_mlx_lm
 
@@ -36,7 +37,7 @@ def load_model(target: ModelTarget, load_fn: Callable[[Path], tuple[Any, Any]] |
     from mlxk.engine.loader import eos_token_ids
     from mlxk.engine.loader import load as mlxk_load
 
-    loaded = mlxk_load(Path(target.path))
+    loaded = mlxk_load(Path(target.path), trust_remote_code=trust_remote_code)
     return LoadedModel(loaded.model, loaded.tokenizer, eos_token_ids(loaded.tokenizer, loaded.generation_config))
 
 

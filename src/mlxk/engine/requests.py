@@ -59,6 +59,15 @@ class SamplingParams(BaseModel):
     logprobs: bool = False
     top_logprobs: TopLogprobs = 0
 
+    def filled_from(self, defaults: "SamplingParams | None") -> "SamplingParams":
+        """These options, with ``defaults`` (the server's, themselves validated) wherever this
+        request set nothing: an explicit value always wins."""
+        if defaults is None:
+            return self
+        update = {k: getattr(defaults, k) for k in defaults.model_fields_set
+                  if k not in self.model_fields_set or getattr(self, k) is None}
+        return self.model_copy(update=update) if update else self
+
 
 @dataclass
 class ModelTarget:
@@ -69,14 +78,38 @@ class ModelTarget:
     name: str
 
 
+@dataclass(frozen=True)
+class OutputFormat:
+    """What the answer must be, whatever the protocol asked it with (OpenAI response_format,
+    Anthropic output_format, Responses text.format, Gemini responseSchema).
+
+    ``kind``: "text" (free), "json_object" (any JSON object) or "json_schema" (``schema``).
+    """
+
+    kind: str = "text"
+    schema: dict | None = None
+    name: str | None = None
+    strict: bool = False
+
+
 @dataclass
 class GenerationRequest:
+    """One generation, wire-neutral. Every protocol adapter maps its request onto this.
+
+    ``messages`` use the chat-template shape (role, content, tool_calls, tool_call_id, name);
+    ``tools`` the OpenAI function shape ({"type": "function", "function": {name, description,
+    parameters}}) that Hugging Face chat templates take; ``tool_choice`` is "auto", "none",
+    "required" or a tool's name.
+    """
+
     target: ModelTarget | None  # None: the loaded model
     params: SamplingParams
     messages: list[dict] | None = None  # chat
     prompt: str | list[int] | None = None  # plain completion
     tools: list[dict] | None = None
     prompt_field: str = "messages"
+    tool_choice: str | None = None
+    output_format: OutputFormat | None = None
 
 
 @dataclass
@@ -98,9 +131,27 @@ class TokenLogprob:
 
 
 @dataclass
+class ToolCall:
+    """A call the model made: ``arguments`` is the JSON text of the arguments object."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
 class Event:
+    """``kind``: start | delta | tool_call | finish | error | interrupt.
+
+    A ``delta`` carries answer ``text`` and/or ``reasoning`` text (thinking, never shown as
+    the answer); a ``tool_call`` event carries one complete ``tool_call``. ``finish_reason``
+    is "stop", "length" or "tool_calls"; adapters map it to their protocol's names.
+    """
+
     kind: str
     text: str = ""
+    reasoning: str = ""
+    tool_call: ToolCall | None = None
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
     usage: Usage | None = None

@@ -19,8 +19,9 @@ from starlette.routing import Route
 
 from mlxk.engine.batch import Engine
 from mlxk.engine.bridge import RequestHandle
-from mlxk.engine.requests import EngineError, ModelTarget
+from mlxk.engine.requests import EngineError, ModelTarget, SamplingParams
 from mlxk.server import openai_api, security
+from mlxk.server.model_access import ModelAccess, resolve_target  # noqa: F401 (the worker's --model)
 
 log = logging.getLogger("mlxk.server")
 MAX_BODY = 4 * 1024 * 1024  # bytes of a request body; more is refused with 413 without being read
@@ -33,31 +34,8 @@ class ServerConfig:
     allow: list[str] = field(default_factory=list)
     max_tokens: int = 4096
     security: security.SecurityPolicy = field(default_factory=security.SecurityPolicy)
-
-
-def display_name(spec: str, ref) -> str:
-    """Never an absolute path: workspace models are shown by their folder name."""
-    if ref.cached:
-        return ref.name
-    return Path(spec).expanduser().resolve().name
-
-
-def resolve_target(spec: str) -> ModelTarget:
-    """A runnable model for ``spec`` or EngineError 404 with the reason."""
-    from mlxk.contract import MlxkError
-    from mlxk.inspection.model_object import inspect
-    from mlxk.store.names import resolve
-
-    try:
-        ref = resolve(spec)
-    except MlxkError as err:
-        raise EngineError(404, f"The model '{spec}' does not exist: {err.message}", param="model",
-                          code="model_not_found") from err
-    info = inspect(ref)
-    if not info.healthy or not info.runtime_compatible or info.framework != "MLX" or ref.path is None:
-        reason = info.reason or info.health_reason or f"framework {info.framework} is not runnable"
-        raise EngineError(404, f"The model '{spec}' is not runnable: {reason}", param="model", code="model_not_runnable")
-    return ModelTarget(key=str(Path(ref.path).resolve()), path=Path(ref.path), name=display_name(spec, ref))
+    model_dirs: list[str] = field(default_factory=list)  # folders a request may name by path
+    defaults: SamplingParams | None = None  # --temp/--top-p/--top-k/--default-max-tokens
 
 
 class ServeState:
@@ -66,27 +44,10 @@ class ServeState:
         self.config = config
         self.started = time.time()
         self.shutting_down = False
-        self._targets: dict[str, ModelTarget] = {}
+        self.access = ModelAccess(config.model_spec, config.allow, config.model_dirs)
 
-    def target_for(self, requested: Any) -> ModelTarget | None:
-        eng = self.engine
-        if requested is not None and not isinstance(requested, str):
-            raise EngineError(400, "'model' must be a string", param="model")
-        default = eng.default
-        if not requested or (default and requested in (default.name, self.config.model_spec)):
-            if default is None:
-                raise EngineError(400, "No default model: name one in 'model'", param="model")
-            return None
-        if requested in self._targets:
-            return self._targets[requested]
-        target = resolve_target(requested)
-        if default and target.key == default.key:
-            return None
-        if self.config.allow and not any(requested == a or target.name == a for a in self.config.allow):
-            raise EngineError(404, f"The model '{requested}' is not allowed on this server (see --allow)",
-                              param="model", code="model_not_allowed")
-        self._targets[requested] = target
-        return target
+    async def target_for(self, requested: Any) -> ModelTarget | None:
+        return await self.access.target_for(requested, self.engine.default)
 
 
 def _err(err: EngineError, headers: dict | None = None) -> JSONResponse:
@@ -124,7 +85,8 @@ def build_app(state: ServeState) -> Starlette:
             body = await body_of(request)
             cap = state.config.max_tokens
             gen = openai_api.parse_chat(body, cap) if kind == "chat" else openai_api.parse_completion(body, cap)
-            gen.target = state.target_for(body.get("model"))
+            gen.params = gen.params.filled_from(state.config.defaults)
+            gen.target = await state.target_for(body.get("model"))
             eng = state.engine
             if gen.target is None and eng.state == "loading":
                 raise EngineError(503, "The model is loading, retry shortly", "server_error", code="model_loading")
@@ -138,7 +100,10 @@ def build_app(state: ServeState) -> Starlette:
                 openai_api.check_prompt_size(gen, eng.context_length)
             handle = RequestHandle(asyncio.get_running_loop(), gen)
             state.engine.submit(handle)
+            log.info("%s %s model=%s stream=%s", request.method, request.url.path,
+                     wanted.name if wanted else "-", stream)
         except EngineError as err:
+            log.info("%s %s -> %d %s", request.method, request.url.path, err.status, err.code or err.type)
             return _err(err)
         try:
             first = await handle.next()
@@ -199,6 +164,10 @@ def build_app(state: ServeState) -> Starlette:
         }
         if eng.load_error:
             body["error"] = eng.load_error
+        if eng.kv_quant is not None:
+            body["kv_cache"] = eng.kv_quant.describe()
+        if eng.load_errors:
+            body["load_errors"] = eng.load_errors  # {model: reason} of loads that failed
         code = 200 if body["status"] == "ok" else 503
         return JSONResponse(body, status_code=code, headers={"Retry-After": "2"} if code == 503 else None)
 
@@ -262,6 +231,7 @@ def render_metrics(state: ServeState) -> str:
         f"mlxk_batch_size_avg {m.batch_size_sum / m.batch_steps if m.batch_steps else 0:.3f}",
         "# TYPE mlxk_prefix_cache_hits_total counter", f"mlxk_prefix_cache_hits_total {m.cache_hits}",
         "# TYPE mlxk_prefix_cache_misses_total counter", f"mlxk_prefix_cache_misses_total {m.cache_misses}",
+        *_disk_write_metrics(eng.prefix_cache, m.requests),
         "# TYPE mlxk_ttft_seconds histogram",
     ]
     cum = 0
@@ -271,3 +241,13 @@ def render_metrics(state: ServeState) -> str:
     lines.append(f'mlxk_ttft_seconds_bucket{{le="+Inf"}} {m.ttft_n}')
     lines += [f"mlxk_ttft_seconds_sum {m.ttft_sum:.6f}", f"mlxk_ttft_seconds_count {m.ttft_n}"]
     return "\n".join(lines) + "\n"
+
+
+def _disk_write_metrics(pc, requests: int) -> list[str]:
+    """What the disk prefix cache wrote, in all and per request (its cost in disk wear)."""
+    written = pc.bytes_written if pc else 0
+    files = pc.files_written if pc else 0
+    return ["# TYPE mlxk_prefix_cache_bytes_written_total counter", f"mlxk_prefix_cache_bytes_written_total {written}",
+            "# TYPE mlxk_prefix_cache_files_written_total counter", f"mlxk_prefix_cache_files_written_total {files}",
+            "# TYPE mlxk_prefix_cache_bytes_written_per_request gauge",
+            f"mlxk_prefix_cache_bytes_written_per_request {written / requests if requests else 0:.1f}"]

@@ -7,6 +7,7 @@ SSE chunks. Another protocol (Anthropic Messages, Gemini) is another module like
 from __future__ import annotations
 
 import json
+import os
 import math
 import time
 import uuid
@@ -208,6 +209,7 @@ def sse(obj: Any) -> bytes:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
+KEEPALIVE_S = float(os.environ.get("MLXK_SSE_KEEPALIVE_S", "5"))  # silence before a keep-alive comment
 INTERRUPT_ERROR = EngineError(503, INTERRUPT_MESSAGE, "server_error", code="interrupted")
 
 
@@ -216,7 +218,10 @@ async def stream_events(handle, fmt: Formatter, include_usage: bool) -> AsyncIte
     try:
         yield sse(fmt.chunk(""))
         while True:
-            ev: Event = await handle.next()
+            ev: Event | None = await handle.next_within(KEEPALIVE_S)
+            if ev is None:  # a long prefill: an SSE comment keeps proxies and clients from timing out
+                yield b": keep-alive\n\n"
+                continue
             if ev.kind == "delta":
                 yield sse(fmt.chunk(ev.text, None, ev.logprobs))
             elif ev.kind == "finish":

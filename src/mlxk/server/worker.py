@@ -34,6 +34,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-tokens", type=int, default=4096)
     p.add_argument("--allow", nargs="*", default=[])
+    p.add_argument("--model-dir", action="append", default=[])
     p.add_argument("--idle-unload", type=float)
     p.add_argument("--prefix-cache-dir")
     p.add_argument("--prefix-cache-bytes", type=int)
@@ -53,6 +54,44 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cors-origin", action="append", default=[])
     p.add_argument("--supervisor-pid", type=int, help="exit when this parent dies; stdin is a pipe from it")
     return p.parse_args(argv)
+
+
+def request_defaults(args: argparse.Namespace):
+    """--temp/--top-p/--top-k/--default-max-tokens as validated SamplingParams (None: none given)."""
+    from pydantic import ValidationError
+
+    from mlxk.engine.requests import SamplingParams
+
+    given = {k: v for k, v in (("temperature", args.temp), ("top_p", args.top_p), ("top_k", args.top_k),
+                               ("max_tokens", args.default_max_tokens)) if v is not None}
+    if not given:
+        return None
+    try:
+        return SamplingParams(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise SystemExit(f"invalid request default {first['loc'][0]}: {first['msg']}") from None
+
+
+KV_BITS = (2, 3, 4, 5, 6, 8)
+KV_GROUP_SIZES = (32, 64, 128)
+
+
+def kv_quant_of(args: argparse.Namespace):
+    """--kv-bits / --kv-group-size / --kv-quantized-start as the engine's KVQuant (None: off)."""
+    from mlxk.engine.solo import KVQuant
+
+    if args.kv_bits is None:
+        return None
+    if args.kv_bits not in KV_BITS:
+        raise SystemExit(f"--kv-bits must be one of {KV_BITS}, got {args.kv_bits}")
+    group = 64 if args.kv_group_size is None else args.kv_group_size
+    if group not in KV_GROUP_SIZES:
+        raise SystemExit(f"--kv-group-size must be one of {KV_GROUP_SIZES}, got {group}")
+    start = 0 if args.kv_quantized_start is None else args.kv_quantized_start
+    if start < 0:
+        raise SystemExit(f"--kv-quantized-start must be 0 or more, got {start}")
+    return KVQuant(args.kv_bits, group, start)
 
 
 PR_SET_PDEATHSIG = 1
@@ -126,10 +165,12 @@ def main(argv: list[str] | None = None) -> int:
             prefix_cache = PrefixCache.from_options(args.prefix_cache_dir, args.prefix_cache_bytes)
     engine = Engine(target, max_tokens=args.max_tokens, max_concurrency=args.max_concurrency,
                     max_queue=args.max_queue if args.max_queue is not None else max(64, 8 * args.max_concurrency), prefix_cache=prefix_cache,
-                    idle_unload=args.idle_unload)
+                    idle_unload=args.idle_unload, kv_quant=kv_quant_of(args),
+                    trust_remote_code=args.trust_remote_code)
     policy = SecurityPolicy(args.host, args.allowed_host, args.cors_origin)
     state = ServeState(engine, ServerConfig(args.model, api_key, list(args.allow or []), args.max_tokens,
-                                            security=policy))
+                                            security=policy, model_dirs=list(args.model_dir),
+                                            defaults=request_defaults(args)))
     app = build_app(state)
 
     class Server(uvicorn.Server):
