@@ -32,7 +32,7 @@ from mlxk.engine.pacing import PrefillPacer
 from mlxk.engine.requests import (CANCELLED, EngineError, Event, GenerationRequest, ModelTarget, TokenLogprob,
                                   Usage)
 from mlxk.engine.prompting import tokenize_request
-from mlxk.engine.sampling import make_logits_processors, make_sampler
+from mlxk.engine.sampling import OutOfVocabulary, fit_to_vocabulary, make_logits_processors, make_sampler
 from mlxk.engine.stops import StopMatcher
 from mlxk.inspection.context import context_length
 
@@ -364,11 +364,10 @@ class Engine:
         vocab = getattr(getattr(self._model, "args", None), "vocab_size", None)
         if vocab and any(t < 0 or t >= vocab for t in prompt):
             raise EngineError(400, f"Prompt token ids must be in [0, {vocab})", param=req.prompt_field)
-        for name in ("top_k", "top_logprobs"):  # past the vocabulary, sampling would fail the batch step
-            if vocab and getattr(req.params, name) > vocab:
-                raise EngineError(400, f"'{name}' must be at most the vocabulary size ({vocab})", param=name)
-        if vocab and req.params.top_k == vocab:  # every token: mlx-lm's top-k filter wants k < vocabulary
-            req.params = req.params.model_copy(update={"top_k": 0})
+        try:  # past the vocabulary, sampling would fail the batch step
+            req.params = fit_to_vocabulary(req.params, vocab)
+        except OutOfVocabulary as exc:
+            raise EngineError(400, str(exc), param=exc.field) from None
         ctx = self.context_length
         if ctx and len(prompt) >= ctx:
             raise EngineError(400, f"This model's maximum context length is {ctx} tokens, but the prompt has "
