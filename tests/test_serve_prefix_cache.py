@@ -14,12 +14,15 @@ httpx = pytest.importorskip("httpx2")
 SYSTEM = " ".join(["You are a helpful assistant for local language models running on MLX."] * 12)
 
 
-def ask(srv: ServerProc, user: str):
+def ask(srv: ServerProc, user: str, history: list[dict] | None = None):
     client = openai.OpenAI(base_url=srv.base + "/v1", api_key="x", max_retries=0, timeout=60)
     r = client.chat.completions.create(model=client.models.list().data[0].id, temperature=0, max_tokens=12,
-                                       messages=[{"role": "system", "content": SYSTEM},
+                                       messages=[{"role": "system", "content": SYSTEM}, *(history or []),
                                                  {"role": "user", "content": user}])
     return r.choices[0].message.content, r.usage
+
+
+EARLIER = [{"role": "user", "content": "Hello?"}, {"role": "assistant", "content": "Hello! How can I help?"}]
 
 
 def wait_files(srv: ServerProc, n: int = 1, timeout: float = 10) -> dict:
@@ -38,6 +41,7 @@ def baseline(serve_model_dir, tmp_path_factory):
     srv = ServerProc(serve_model_dir, tmp_path_factory.mktemp("nocache"), "--no-prefix-cache").wait_ready()
     try:
         out = {u: ask(srv, u)[0] for u in ("First question?", "Second question?", "Third one?")}
+        out["with-history"] = ask(srv, "First question?", EARLIER)[0]
     finally:
         srv.stop()
     return out
@@ -105,8 +109,8 @@ def test_bad_snapshot_falls_back_to_a_shorter_one(serve_model_dir, tmp_path, bas
     cache_dir = tmp_path / "pc"
     srv = ServerProc(serve_model_dir, tmp_path, "--prefix-cache-dir", str(cache_dir)).wait_ready()
     try:
-        ask(srv, "First question?")
-        wait_files(srv, 2)  # end of the system prompt, end of the conversation
+        ask(srv, "First question?", EARLIER)
+        wait_files(srv, 2)  # end of the system prompt, end of the conversation (it has gone on)
     finally:
         assert srv.stop() == 0
     sizes = sorted((int(load_prompt_cache(str(f), return_metadata=True)[1]["mlxk_ntokens"]), f)
@@ -118,13 +122,13 @@ def test_bad_snapshot_falls_back_to_a_shorter_one(serve_model_dir, tmp_path, bas
         f.write_bytes(bytes(raw))
     srv = ServerProc(serve_model_dir, tmp_path, "--prefix-cache-dir", str(cache_dir)).wait_ready()
     try:
-        text, u = ask(srv, "First question?")
+        text, u = ask(srv, "First question?", EARLIER)
         log = srv.log()
     finally:
         srv.stop()
     assert "unusable" in log
     assert u.prompt_tokens_details.cached_tokens == shortest > 50, log
-    assert text == baseline["First question?"]
+    assert text == baseline["with-history"]
 
 
 def _metric(srv: ServerProc, name: str) -> float:

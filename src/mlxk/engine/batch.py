@@ -26,12 +26,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlxk.engine.bridge import RequestHandle, posts_per_step
+from mlxk.engine.constraints import constrain
 from mlxk.engine.loading import FailedLoads, describe_failure, load_model
 from mlxk.engine.metrics import Metrics
 from mlxk.engine.pacing import PrefillPacer
 from mlxk.engine.requests import (CANCELLED, EngineError, Event, GenerationRequest, ModelTarget, TokenLogprob,
                                   Usage)
-from mlxk.engine.prompting import tokenize_request
+from mlxk.engine.prompting import disk_bounds, tokenize_request
+from mlxk.engine import tool_prompt  # issue 14: tools in the template or the fallback format
+from mlxk.engine.output_parsing import parser_for  # issue 14: tool calls and reasoning out of the text
 from mlxk.engine.sampling import OutOfVocabulary, fit_to_vocabulary, make_logits_processors, make_sampler
 from mlxk.engine.stops import StopMatcher
 from mlxk.inspection.context import context_length
@@ -54,6 +57,9 @@ class _Seq:
     first_token_at: float | None = None
     done: bool = False
     bounds: tuple[int, ...] = ()  # prompt positions worth a disk snapshot (prompting.tokenize_request)
+    constraint: Any = None  # structured output: engine/constraints.py (None: free text)
+    output: Any = None  # output_parsing.OutputParser: tool calls and reasoning out of the text (None: plain)
+    stop_sequence: str | None = None  # the stop string that ended it
 
 
 class Engine:
@@ -62,7 +68,7 @@ class Engine:
     def __init__(self, default: ModelTarget | None, *, max_tokens: int = 512, max_concurrency: int = 32,
                  max_queue: int = 256, prefix_cache=None, idle_unload: float | None = None,
                  load_fn: Callable[[Path], tuple[Any, Any]] | None = None, kv_quant=None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, context_length_override: int | None = None):
         self.default = default
         self.max_tokens = max_tokens
         self.max_concurrency = max_concurrency
@@ -71,6 +77,7 @@ class Engine:
         self.idle_unload = idle_unload
         self._load_fn = load_fn
         self.trust_remote_code = trust_remote_code  # the operator's opt-in (--trust-remote-code)
+        self.context_length_override = context_length_override  # serve --context-length
         self.kv_quant = kv_quant  # solo.KVQuant: quantized KV caches, one request at a time
         if kv_quant is not None:
             log.info("KV cache quantized to %d bits (group %d, from token %d): requests run one at a time, "
@@ -168,7 +175,7 @@ class Engine:
         loaded = load_model(target, self._load_fn, self.trust_remote_code)
         self._model, self._tokenizer, self.current = loaded.model, loaded.tokenizer, target
         self._stop_sequences = StopSequences([(int(t),) for t in sorted(loaded.eos_ids)])
-        self.context_length = context_length(target.path, getattr(loaded.model, "args", None))
+        self.context_length = self.context_length_override or context_length(target.path, getattr(loaded.model, "args", None))
         self.vocab_size = getattr(getattr(loaded.model, "args", None), "vocab_size", None)
         self._bg = self._new_batch_generator()
         self.state, self.load_error = "ready", None
@@ -347,7 +354,7 @@ class Engine:
                     continue
             self._waiting.pop(0)
             try:
-                self._insert(h)
+                self._count(h) if getattr(h, "count_only", False) else self._insert(h)
             except EngineError as err:
                 self.metrics.requests_failed += 1
                 h.post(Event("error", error=err))
@@ -358,7 +365,8 @@ class Engine:
 
     def _insert(self, h: RequestHandle) -> None:
         req = h.request
-        prompt, bounds = tokenize_request(self._tokenizer, req, self.prefix_cache is not None)
+        prompt, bounds = tokenize_request(self._tokenizer, tool_prompt.prepare(self._tokenizer, req),
+                                          self.prefix_cache is not None)
         if not prompt:
             raise EngineError(400, "The prompt is empty", param=req.prompt_field)
         vocab = getattr(getattr(self._model, "args", None), "vocab_size", None)
@@ -375,6 +383,11 @@ class Engine:
         if self.prefix_cache is None:
             return self._launch(h, prompt, bounds, None, 0)
         self._launch_or_wait(h, prompt, bounds, self.prefix_cache.fetch(self.current.key, prompt))
+
+    def _count(self, h: RequestHandle) -> None:
+        """count_tokens endpoints: the prompt's tokens as a generation would have them, nothing run."""
+        prompt, _ = tokenize_request(self._tokenizer, tool_prompt.prepare(self._tokenizer, h.request), False)
+        h.post(Event("start", usage=Usage(prompt_tokens=len(prompt)), model=self._name()))
 
     def _launch_or_wait(self, h: RequestHandle, prompt: list[int], bounds: list[int], found) -> None:
         """Start the sequence from a prefix-cache answer, or park it while a snapshot is read."""
@@ -408,6 +421,10 @@ class Engine:
             max_tokens = max(1, min(max_tokens, ctx - len(prompt)))
         box: list[int] = []
         sampler = self._guarded(make_sampler(p), box)
+        processors = make_logits_processors(p)
+        constraint = constrain(h.request, self._tokenizer, self.vocab_size)  # structured output; None: free text
+        if constraint is not None:
+            sampler, processors = constraint.wrap(sampler, processors)
         if self.prefix_cache is not None:
             if cached:
                 self.metrics.cache_hits += 1
@@ -418,13 +435,14 @@ class Engine:
             segments = [prompt]
         (uid,) = self._bg.insert_segments(
             segments=[segments], max_tokens=[max_tokens], caches=[cache] if cache is not None else None,
-            all_tokens=[prompt[:cached]], samplers=[sampler], logits_processors=[make_logits_processors(p)],
+            all_tokens=[prompt[:cached]], samplers=[sampler], logits_processors=[processors],
             stop_sequences=[self._stop_sequences],
         )
         box.append(uid)
         usage = Usage(prompt_tokens=len(prompt), cached_tokens=cached)
         self._seqs[uid] = _Seq(h, uid, self._tokenizer.detokenizer, StopMatcher(p.stop), usage,
-                               p.logprobs, p.top_logprobs, prompt, bounds=tuple(bounds))
+                               p.logprobs, p.top_logprobs, prompt, bounds=tuple(bounds), constraint=constraint)
+        self._seqs[uid].output = parser_for(self._tokenizer, h.request, prompt)  # issue 14
         self.metrics.requests += 1
         self.metrics.prompt_tokens += len(prompt)
         h.post(Event("start", usage=usage, model=self._name()))
@@ -522,14 +540,23 @@ class Engine:
         if s.stops:
             hit = s.stops.find(s.buf)
             if hit >= 0:
+                s.stop_sequence = next((x for x in s.stops.stops if s.buf.startswith(x, hit)), None)
                 s.buf = s.buf[:hit]
                 reason, stopped_early = "stop", True
+        if s.constraint is not None:  # a finished grammar stops; a forced tool call becomes tool_call events
+            s.buf, reason, calls = s.constraint.advance(s.buf, reason)
+            stopped_early = stopped_early or (reason is not None and r.finish_reason is None)
+            for call in calls:
+                s.handle.post(Event("tool_call", tool_call=call))
         if reason is None:
             self._flush_text(s, final=False)
             return False
         self._flush_text(s, final=True)
         s.done = True
-        s.handle.post(Event("finish", finish_reason=reason, usage=s.usage, model=self._name()))
+        if reason == "stop" and s.output is not None and s.output.calls:  # issue 14
+            reason = "tool_calls"
+        s.handle.post(Event("finish", finish_reason=reason, usage=s.usage, model=self._name(),
+                            stop_sequence=s.stop_sequence))
         if r.finish_reason is not None and self.prefix_cache is not None and r.prompt_cache is not None:
             self.prefix_cache.store(self.current.key, list(r.all_tokens), r.prompt_cache)
         self._seqs.pop(r.uid, None)
@@ -537,12 +564,27 @@ class Engine:
 
     def _flush_text(self, s: _Seq, final: bool) -> None:
         cut = len(s.buf) if final else s.stops.safe_length(s.buf)  # held back: a tail that may begin a stop
-        if cut <= 0 and not (final and s.lp_buf):
+        if cut <= 0 and not (final and (s.lp_buf or s.output is not None)):
             return
         text, s.buf = s.buf[:max(cut, 0)], s.buf[max(cut, 0):]
         lps, s.lp_buf = (s.lp_buf or None), []
-        if text or lps:
+        if s.output is not None:  # issue 14: markup out, reasoning and tool calls as their own events
+            self._post_parsed(s, s.output.feed(text) + (s.output.finish() if final else []), lps)
+        elif text or lps:
             s.handle.post(Event("delta", text=text, logprobs=lps))
+
+    @staticmethod
+    def _post_parsed(s: _Seq, pieces: list, lps) -> None:
+        """output_parsing pieces as events; the step's logprobs ride on the first delta."""
+        for kind, value in pieces:
+            if kind == "tool_call":
+                s.handle.post(Event("tool_call", tool_call=value))
+            else:
+                s.handle.post(Event("delta", text=value if kind == "text" else "",
+                                    reasoning=value if kind == "reasoning" else "", logprobs=lps))
+                lps = None
+        if lps:
+            s.handle.post(Event("delta", logprobs=lps))
 
     def _logprob(self, token: int, logprobs, top_n: int) -> TokenLogprob:
         import mlx.core as mx

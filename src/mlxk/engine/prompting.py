@@ -31,6 +31,18 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def disk_bounds(req: GenerationRequest, bounds: list[int]) -> tuple[int, ...]:
+    """The boundaries worth a disk snapshot: the shared system prompt's end always; the
+    conversation's end (the longest boundary) only once the conversation has continued (an
+    assistant turn is in it), since one-shot requests rarely come back for a next turn and
+    each such snapshot is megabytes. RAM keeps every boundary either way."""
+    if not bounds:
+        return ()
+    end = max(bounds)
+    goes_on = any(isinstance(m, dict) and m.get("role") == "assistant" for m in (req.messages or []))
+    return tuple(sorted(b for b in set(bounds) if b != end or goes_on))
+
+
 def tokenize_request(tok, req: GenerationRequest, want_bounds: bool) -> tuple[list[int], list[int]]:
     """Prompt tokens and snapshot boundaries (end of the system prompt, of the conversation)."""
     if req.messages is not None:
