@@ -46,6 +46,11 @@ def _cfg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-quantized-start", type=int, help="tokens before the KV cache is quantized")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let the model's tokenizer run Python code shipped with it (off: mlxk never does by default)")
+    p.add_argument("--alias", action="append", metavar="NAME=MODEL",
+                   help="serve MODEL to requests naming NAME, e.g. claude-sonnet-4-5=SmolLM2 (repeatable; NAME '*' "
+                        "takes every other name)")
+    p.add_argument("--context-length", type=int, metavar="TOKENS",
+                   help="the context window to assume instead of the model's own (agents' prompts may need more)")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -75,7 +80,14 @@ def _serve(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None:
             cmd += ["--" + flag.replace("_", "-"), str(value)]
-    for flag in ("allowed_host", "cors_origin", "model_dir"):
+    from mlxk.server.model_access import parse_aliases
+
+    parse_aliases(args.alias or [])  # refused here, before the worker starts
+    if args.context_length is not None and args.context_length < 1:
+        raise MlxkError("ValidationError", "--context-length must be at least 1", exit_code=2)
+    if args.context_length is not None:
+        cmd += ["--context-length", str(args.context_length)]
+    for flag in ("allowed_host", "cors_origin", "model_dir", "alias"):
         for value in getattr(args, flag) or []:
             cmd.append(f"--{flag.replace('_', '-')}={value}")  # "=": a value may start with "-"
     if args.allow:

@@ -157,4 +157,5 @@ class Event:
     usage: Usage | None = None
     error: EngineError | None = None
     model: str | None = None
+    stop_sequence: str | None = None  # on finish: the stop string that ended the text (issue 14)
 

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from mlxk.engine.batch import Engine
 from mlxk.engine.bridge import RequestHandle
 from mlxk.engine.requests import EngineError, ModelTarget, SamplingParams
-from mlxk.server import openai_api, security
+from mlxk.server import handlers, openai_api, security
 from mlxk.server.model_access import ModelAccess, resolve_target  # noqa: F401 (the worker's --model)
 
 log = logging.getLogger("mlxk.server")
@@ -36,6 +36,7 @@ class ServerConfig:
     security: security.SecurityPolicy = field(default_factory=security.SecurityPolicy)
     model_dirs: list[str] = field(default_factory=list)  # folders a request may name by path
     defaults: SamplingParams | None = None  # --temp/--top-p/--top-k/--default-max-tokens
+    aliases: dict[str, str] = field(default_factory=dict)  # --alias NAME=MODEL ("*": any other name)
 
 
 class ServeState:
@@ -44,7 +45,7 @@ class ServeState:
         self.config = config
         self.started = time.time()
         self.shutting_down = False
-        self.access = ModelAccess(config.model_spec, config.allow, config.model_dirs)
+        self.access = ModelAccess(config.model_spec, config.allow, config.model_dirs, config.aliases)
 
     async def target_for(self, requested: Any) -> ModelTarget | None:
         return await self.access.target_for(requested, self.engine.default)
@@ -79,7 +80,7 @@ def build_app(state: ServeState) -> Starlette:
 
     async def generate(request: Request, kind: str) -> Response:
         try:
-            security.check_key(state.config.api_key, security.bearer_key(request.headers))
+            handlers.check_auth(state, request)  # any of the protocols' key headers (issue 14)
             if state.shutting_down:
                 raise EngineError(503, "Server is shutting down", "server_error", code="shutting_down")
             body = await body_of(request)
@@ -141,7 +142,7 @@ def build_app(state: ServeState) -> Starlette:
 
     async def models(request: Request) -> Response:
         try:
-            security.check_key(state.config.api_key, security.bearer_key(request.headers))
+            handlers.check_auth(state, request)  # any of the protocols' key headers (issue 14)
         except EngineError as err:
             return _err(err)
         data = await asyncio.to_thread(list_runnable, state)
@@ -188,9 +189,29 @@ def build_app(state: ServeState) -> Starlette:
         Route("/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *protocol_routes(state),
     ]
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: bad_method},
                      middleware=security.middleware(state.config.security))
+
+
+def protocol_routes(state: ServeState) -> list[Route]:
+    """Anthropic Messages, OpenAI Responses, Gemini, and /openapi.json (each module only translates)."""
+    from mlxk.server import anthropic_api, gemini_api, handlers, responses_api
+
+    table = [("/v1/messages", anthropic_api.messages, "POST"),
+             ("/v1/messages/count_tokens", anthropic_api.count_tokens, "POST"),
+             ("/v1/responses", responses_api.responses, "POST"),
+             ("/v1beta/models", gemini_api.list_models, "GET"),
+             ("/v1beta/models/{target:path}", gemini_api.model_action, "POST"),
+             ("/openapi.json", handlers.openapi, "GET")]
+
+    def bind(fn):
+        async def endpoint(request: Request) -> Response:
+            return await fn(state, request)
+        return endpoint
+
+    return [Route(path, bind(fn), methods=[method]) for path, fn, method in table]
 
 
 def list_runnable(state: ServeState) -> list[dict]:
@@ -199,9 +220,14 @@ def list_runnable(state: ServeState) -> list[dict]:
 
     out: dict[str, dict] = {}
     eng = state.engine
+    override = getattr(eng, "context_length_override", None)  # serve --context-length
     for target in [t for t in (eng.default, eng.current) if t is not None]:
         out[target.name] = {"id": target.name, "object": "model", "created": int(state.started), "owned_by": "mlxk",
-                            "context_length": context_length(target.path, None)}
+                            "context_length": override or context_length(target.path, None)}
+    for alias, target in state.access.alias_targets().items():  # --alias names are models to clients too
+        out.setdefault(alias, {"id": alias, "object": "model", "created": int(state.started), "owned_by": "mlxk",
+                               "alias_of": target.name,
+                               "context_length": override or context_length(target.path, None)})
     try:
         found = inspect_all()
     except Exception:  # the cache may be unreadable; the loaded model still counts

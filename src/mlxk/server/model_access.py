@@ -45,6 +45,22 @@ def resolve_target(spec: str) -> ModelTarget:
     return ModelTarget(key=str(Path(ref.path).resolve()), path=Path(ref.path), name=display_name(spec, ref))
 
 
+def parse_aliases(values: list[str]) -> dict[str, str]:
+    """``--alias NAME=MODEL`` flags as {NAME: MODEL}; a malformed or repeated NAME is refused."""
+    from mlxk.contract import MlxkError
+
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, model = value.partition("=")
+        name, model = name.strip(), model.strip()
+        if not sep or not name or not model:
+            raise MlxkError("ValidationError", f"--alias wants NAME=MODEL, got '{value}'", exit_code=2)
+        if name in out:
+            raise MlxkError("ValidationError", f"--alias {name} is given twice", exit_code=2)
+        out[name] = model
+    return out
+
+
 def _not_found(spec: str, why: str) -> EngineError:
     return EngineError(404, f"The model '{spec}' does not exist on this server: {why}", param="model",
                        code="model_not_found")
@@ -54,8 +70,9 @@ class ModelAccess:
     """The request's ``model`` → a ModelTarget (None: the preloaded model)."""
 
     def __init__(self, default_spec: str | None, allow: list[str] | None = None,
-                 model_dirs: list[str] | None = None):
+                 model_dirs: list[str] | None = None, aliases: dict[str, str] | None = None):
         self.default_spec = default_spec
+        self.aliases = dict(aliases or {})  # --alias NAME=MODEL: the operator's, so any name or path
         self.allow = list(allow or [])
         self.model_dirs = [os.path.normpath(os.path.abspath(os.path.expanduser(d))) for d in (model_dirs or [])]
         self._targets: dict[str, ModelTarget] = {}
@@ -63,6 +80,9 @@ class ModelAccess:
     async def target_for(self, requested: Any, default: ModelTarget | None) -> ModelTarget | None:
         if requested is not None and not isinstance(requested, str):
             raise EngineError(400, "'model' must be a string", param="model")
+        aliased = self.alias_of(requested, default)
+        if aliased is not None:  # aliases first: agents send names like claude-sonnet-4-5
+            return await self._operator_target(aliased, default)
         if not requested or (default and requested in (default.name, self.default_spec)):
             if default is None:
                 raise EngineError(400, "No default model: name one in 'model'", param="model")
@@ -85,6 +105,40 @@ class ModelAccess:
             return None
         self._targets[requested] = target
         return target
+
+    def alias_of(self, requested: str | None, default: ModelTarget | None) -> str | None:
+        """The MODEL of ``--alias NAME=MODEL`` for ``requested``. ``*`` takes every name that is no
+        other alias, not the preloaded model's and not an ``--allow`` entry."""
+        if not requested or not self.aliases:
+            return None
+        if requested in self.aliases:
+            return self.aliases[requested]
+        own = (default.name, self.default_spec) if default else (self.default_spec,)
+        if "*" in self.aliases and requested not in own and requested not in self.allow:
+            return self.aliases["*"]
+        return None
+
+    async def _operator_target(self, spec: str, default: ModelTarget | None) -> ModelTarget | None:
+        if default and spec in (default.name, self.default_spec):
+            return None
+        key = "\x00alias:" + spec  # never a requested name (those have no NUL)
+        if key not in self._targets:
+            self._targets[key] = await self._off_loop(resolve_target, spec)
+        target = self._targets[key]
+        return None if default and target.key == default.key else target
+
+    def alias_targets(self) -> dict[str, ModelTarget]:
+        """Every named alias and its model (for the model lists; runs in a thread). An alias whose
+        model does not resolve is left out of the list (a request naming it gets the reason)."""
+        out = {}
+        for name, spec in self.aliases.items():
+            if name == "*":
+                continue
+            try:
+                out[name] = resolve_target(spec)
+            except EngineError:
+                continue
+        return out
 
     @staticmethod
     async def _off_loop(fn, spec: str) -> ModelTarget:

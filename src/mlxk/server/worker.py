@@ -50,6 +50,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--kv-group-size", type=int)
     p.add_argument("--kv-quantized-start", type=int)
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--alias", action="append", default=[])  # NAME=MODEL
+    p.add_argument("--context-length", type=int)
     p.add_argument("--allowed-host", action="append", default=[])
     p.add_argument("--cors-origin", action="append", default=[])
     p.add_argument("--supervisor-pid", type=int, help="exit when this parent dies; stdin is a pipe from it")
@@ -147,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlxk.engine.batch import Engine
     from mlxk.engine.requests import EngineError
     from mlxk.server.app import ServerConfig, ServeState, build_app, resolve_target
+    from mlxk.server.model_access import parse_aliases
 
     target = None
     if args.model:
@@ -166,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     engine = Engine(target, max_tokens=args.max_tokens, max_concurrency=args.max_concurrency,
                     max_queue=args.max_queue if args.max_queue is not None else max(64, 8 * args.max_concurrency), prefix_cache=prefix_cache,
                     idle_unload=args.idle_unload, kv_quant=kv_quant_of(args),
-                    trust_remote_code=args.trust_remote_code)
+                    trust_remote_code=args.trust_remote_code, context_length_override=args.context_length)
     policy = SecurityPolicy(args.host, args.allowed_host, args.cors_origin)
     state = ServeState(engine, ServerConfig(args.model, api_key, list(args.allow or []), args.max_tokens,
                                             security=policy, model_dirs=list(args.model_dir),
-                                            defaults=request_defaults(args)))
+                                            defaults=request_defaults(args), aliases=parse_aliases(args.alias)))
     app = build_app(state)
 
     class Server(uvicorn.Server):
