@@ -110,8 +110,35 @@ def sampling_params(req: ChatRequest | CompletionRequest) -> SamplingParams:
 def parse_chat(body: Any, max_tokens_cap: int) -> GenerationRequest:
     req: ChatRequest = _validate(ChatRequest, body, max_tokens_cap)
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
-    return GenerationRequest(None, sampling_params(req), messages=[m.for_template() for m in req.messages],
-                             tools=tools, prompt_field="messages")
+    gen = GenerationRequest(None, sampling_params(req), messages=[m.for_template() for m in req.messages],
+                            tools=tools, prompt_field="messages")
+    return structured_output(req, gen)
+
+
+def structured_output(req: ChatRequest, gen: GenerationRequest) -> GenerationRequest:
+    """``response_format`` and ``tool_choice`` onto the engine's OutputFormat / tool_choice,
+    the schemas checked here so a bad one is refused naming its field (engine/constraints.py)."""
+    from mlxk.engine.constraints import SchemaError, check
+    from mlxk.engine.requests import OutputFormat
+
+    rf = req.response_format
+    if rf is not None and rf.type == "json_schema":
+        if rf.json_schema is None:
+            raise EngineError(400, "Missing required parameter: 'response_format.json_schema'",
+                              param="response_format.json_schema")
+        js = rf.json_schema
+        gen.output_format = OutputFormat("json_schema", js.schema_, js.name, bool(js.strict))
+    elif rf is not None and rf.type == "json_object":
+        gen.output_format = OutputFormat("json_object")
+    choice = req.tool_choice
+    gen.tool_choice = choice.function.name if choice is not None and not isinstance(choice, str) else choice
+    try:
+        check(gen)
+    except SchemaError as exc:
+        param = {"output_format": "response_format.json_schema.schema", "tool_choice": "tool_choice",
+                 "tools": f"tools[{exc.index}].function.parameters"}[exc.field]
+        raise EngineError(400, exc.message, param=param, code="invalid_schema" if exc.field != "tool_choice" else None) from None
+    return gen
 
 
 def parse_completion(body: Any, max_tokens_cap: int) -> GenerationRequest:
@@ -191,18 +218,33 @@ class Formatter:
         self.text_offset += len(text)
         return {**self._base("text_completion"), "choices": [choice]}
 
+    def tool_call_chunk(self, call, index: int) -> dict:
+        """A whole call in one streamed delta (the engine hands calls over complete)."""
+        delta: dict[str, Any] = {"tool_calls": [{"index": index, **_tool_call(call)}]}
+        if not self.sent_role:
+            delta["role"], self.sent_role = "assistant", True
+        return {**self._base("chat.completion.chunk"), "choices": [{"index": 0, "delta": delta, "finish_reason": None,
+                                                                   "logprobs": None}]}
+
     def usage_chunk(self, usage: Usage) -> dict:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
         return {**self._base(obj), "choices": [], "usage": _usage(usage)}
 
-    def full(self, text: str, finish: str, usage: Usage, lps: list[TokenLogprob] | None) -> dict:
+    def full(self, text: str, finish: str, usage: Usage, lps: list[TokenLogprob] | None, calls=()) -> dict:
         if self.kind == "chat":
-            choice = {"index": 0, "message": {"role": "assistant", "content": text},
+            message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+            if calls:
+                message["tool_calls"] = [_tool_call(c) for c in calls]
+            choice = {"index": 0, "message": message,
                       "finish_reason": finish, "logprobs": _chat_logprobs(lps) if lps is not None else None}
             return {**self._base("chat.completion"), "choices": [choice], "usage": _usage(usage)}
         choice = {"index": 0, "text": text, "finish_reason": finish,
                   "logprobs": _completion_logprobs(lps, 0) if lps is not None else None}
         return {**self._base("text_completion"), "choices": [choice], "usage": _usage(usage)}
+
+
+def _tool_call(call) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 def sse(obj: Any) -> bytes:
@@ -215,6 +257,7 @@ INTERRUPT_ERROR = EngineError(503, INTERRUPT_MESSAGE, "server_error", code="inte
 
 async def stream_events(handle, fmt: Formatter, include_usage: bool) -> AsyncIterator[bytes]:
     """SSE body. The first ``start`` event was consumed by the caller."""
+    calls = 0
     try:
         yield sse(fmt.chunk(""))
         while True:
@@ -224,6 +267,9 @@ async def stream_events(handle, fmt: Formatter, include_usage: bool) -> AsyncIte
                 continue
             if ev.kind == "delta":
                 yield sse(fmt.chunk(ev.text, None, ev.logprobs))
+            elif ev.kind == "tool_call":
+                yield sse(fmt.tool_call_chunk(ev.tool_call, calls))
+                calls += 1
             elif ev.kind == "finish":
                 yield sse(fmt.chunk("", ev.finish_reason))
                 if include_usage and ev.usage:
@@ -244,15 +290,18 @@ async def stream_events(handle, fmt: Formatter, include_usage: bool) -> AsyncIte
 async def collect(handle, fmt: Formatter, want_logprobs: bool) -> tuple[int, dict]:
     parts: list[str] = []
     lps: list[TokenLogprob] = []
+    calls = []
     try:
         while True:
             ev: Event = await handle.next()
             if ev.kind == "delta":
                 parts.append(ev.text)
                 lps.extend(ev.logprobs or [])
+            elif ev.kind == "tool_call":
+                calls.append(ev.tool_call)
             elif ev.kind == "finish":
                 return 200, fmt.full("".join(parts), ev.finish_reason or "stop", ev.usage or Usage(),
-                                     lps if want_logprobs else None)
+                                     lps if want_logprobs else None, calls)
             elif ev.kind == "interrupt":
                 return 503, error_body(INTERRUPT_ERROR)
             elif ev.kind == "error":

@@ -100,6 +100,37 @@ class Tool(_Strict):
     function: FunctionDef
 
 
+class JsonSchemaFormat(_Strict):
+    """``response_format.json_schema`` (structured output: engine/constraints.py)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", populate_by_name=True)
+    name: str
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class ToolChoiceFunction(_Strict):
+    name: str
+
+
+class ToolChoiceObject(_Strict):
+    type: Literal["function"]
+    function: ToolChoiceFunction
+
+
+ToolChoice = Annotated[
+    Union[Annotated[Literal["none", "auto", "required"], Tag(TAG + "text")], Annotated[ToolChoiceObject, Tag(TAG + "object")]],
+    Discriminator(lambda v: TAG + "text" if isinstance(v, str) else TAG + "object" if isinstance(v, dict) else None,
+                  custom_error_type="invalid_type",
+                  custom_error_message="must be 'none', 'auto', 'required' or {\"type\": \"function\", ...}")]
+
+
 class StreamOptions(_Strict):
     include_usage: bool | None = None
 
@@ -147,6 +178,9 @@ class _Common(_Strict):
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None  # structured output (engine/constraints.py) from here
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
     max_completion_tokens: CappedTokens | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[TopLogprobs, Field(le=20)] | None = None
