@@ -21,11 +21,11 @@ import time
 import uuid
 from typing import Any, AsyncIterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from mlxk.engine.requests import (EngineError, GenerationRequest, MaxTokens, OutputFormat, Probability,
+from mlxk.engine.requests import (MAX_STOPS, EngineError, GenerationRequest, MaxTokens, OutputFormat, Probability,
                                   SamplingParams, Temperature, TopK, Usage)
 from mlxk.server import handlers
 from mlxk.server.openai_api import error_body, invalid
@@ -98,6 +98,12 @@ class ResponsesRequest(_Model):
     text: TextConfig | None = None
     reasoning: dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    stop: list[str] | None = Field(None, max_length=MAX_STOPS)  # an extension (chat's stop); not OpenAI's
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
 
 # --- request -> GenerationRequest ----------------------------------------------------------
@@ -168,7 +174,7 @@ def parse(body: Any, max_tokens_cap: int) -> tuple[GenerationRequest, ResponsesR
                                "server", param="max_output_tokens")
     given = {k: getattr(req, k) for k in ("temperature", "top_p", "top_k") if getattr(req, k) is not None}
     try:
-        params = SamplingParams(max_tokens=req.max_output_tokens, **given)
+        params = SamplingParams(max_tokens=req.max_output_tokens, stop=list(req.stop or []), **given)
     except ValidationError as exc:
         raise invalid(exc) from None
     choice = req.tool_choice.name if isinstance(req.tool_choice, NamedChoice) else req.tool_choice
