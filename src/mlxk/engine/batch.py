@@ -441,7 +441,8 @@ class Engine:
         box.append(uid)
         usage = Usage(prompt_tokens=len(prompt), cached_tokens=cached)
         self._seqs[uid] = _Seq(h, uid, self._tokenizer.detokenizer, StopMatcher(p.stop), usage,
-                               p.logprobs, p.top_logprobs, prompt, bounds=tuple(bounds), constraint=constraint)
+                               p.logprobs, p.top_logprobs, prompt, bounds=disk_bounds(h.request, bounds),
+                               constraint=constraint)
         self._seqs[uid].output = parser_for(self._tokenizer, h.request, prompt)  # issue 14
         self.metrics.requests += 1
         self.metrics.prompt_tokens += len(prompt)
