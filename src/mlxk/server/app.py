@@ -204,6 +204,7 @@ def protocol_routes(state: ServeState) -> list[Route]:
              ("/v1/responses", responses_api.responses, "POST"),
              ("/v1beta/models", gemini_api.list_models, "GET"),
              ("/v1beta/models/{target:path}", gemini_api.model_action, "POST"),
+             ("/v1/models/{target:path}", gemini_api.model_action, "POST"),  # google-genai's default version
              ("/openapi.json", handlers.openapi, "GET")]
 
     def bind(fn):
@@ -258,6 +259,8 @@ def render_metrics(state: ServeState) -> str:
         "# TYPE mlxk_prefix_cache_hits_total counter", f"mlxk_prefix_cache_hits_total {m.cache_hits}",
         "# TYPE mlxk_prefix_cache_misses_total counter", f"mlxk_prefix_cache_misses_total {m.cache_misses}",
         *_disk_write_metrics(eng.prefix_cache, m.requests),
+        *(line for name, value in eng.memory().items()
+          for line in (f"# TYPE mlxk_memory_{name}_bytes gauge", f"mlxk_memory_{name}_bytes {value}")),
         "# TYPE mlxk_ttft_seconds histogram",
     ]
     cum = 0
