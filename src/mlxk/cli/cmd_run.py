@@ -30,6 +30,9 @@ def _cfg_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed, 0 to 2**64-1, for reproducible sampling")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable, at most 16)")
     p.add_argument("--no-chat-template", action="store_true", help="send the prompt as raw text")
+    shape = p.add_mutually_exclusive_group()  # structured output (engine/constraints.py)
+    shape.add_argument("--json-schema", metavar="FILE", help="the answer is JSON matching this JSON Schema file")
+    shape.add_argument("--json-object", action="store_true", help="the answer is a JSON object")
     p.add_argument("--no-stream", action="store_true", help="print the answer at the end")
     p.add_argument("--verbose", "-v", action="store_true", help="prompt/generation speed and peak memory")
 
@@ -44,7 +47,7 @@ def _request(args: argparse.Namespace):
         model=args.model, prompt=prompt, system=args.system, max_tokens=args.max_tokens,
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, min_p=args.min_p,
         repetition_penalty=args.repetition_penalty, seed=args.seed, stop=tuple(args.stop),
-        chat_template=not args.no_chat_template,
+        chat_template=not args.no_chat_template, json_schema=args.json_schema, json_object=args.json_object,
     )
 
 

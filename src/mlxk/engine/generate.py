@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from mlxk.engine.loader import Loaded, eos_token_ids
-from mlxk.engine.requests import GenerationRequest, SamplingParams
+from mlxk.engine.requests import GenerationRequest, OutputFormat, SamplingParams
 from mlxk.engine.sampling import make_logits_processors, make_sampler
 from mlxk.engine.stops import StopMatcher
 
@@ -48,8 +48,12 @@ def generate(
     stats: Stats,
     prompt_cache: list | None = None,
     cached_prefix: int = 0,
+    output_format: OutputFormat | None = None,
 ) -> Iterator[Chunk]:
-    """Stream text for ``prompt_tokens``; ``prompt_cache`` already holds the first ``cached_prefix`` of them."""
+    """Stream text for ``prompt_tokens``; ``prompt_cache`` already holds the first ``cached_prefix`` of them.
+
+    ``output_format`` (JSON) constrains the text with engine/constraints.py, as the server does.
+    """
     import mlx.core as mx
     from mlx_lm import stream_generate
 
@@ -65,6 +69,14 @@ def generate(
     kwargs: dict[str, Any] = {"max_tokens": sampling.max_tokens or DEFAULT_MAX_TOKENS,
                               "sampler": make_sampler(sampling)}
     processors = make_logits_processors(sampling)
+    constraint = None
+    if output_format is not None:  # structured output: the server's constraint, a batch of one
+        from mlxk.engine.constraints import constrain
+
+        vocab = getattr(getattr(loaded.model, "args", None), "vocab_size", None)
+        constraint = constrain(GenerationRequest(None, sampling, output_format=output_format), loaded.tokenizer, vocab)
+        if constraint is not None:
+            kwargs["sampler"], processors = constraint.wrap(kwargs["sampler"], processors)
     if processors:
         kwargs["logits_processors"] = processors
     if prompt_cache is not None:
@@ -79,13 +91,14 @@ def generate(
             stats.generated_tokens += 1
             stats.tokens.append(resp.token)
         text, stopped = stops.feed(resp.text)
-        if not stopped and resp.finish_reason is not None:
+        complete = constraint is not None and not stopped and constraint.done()  # the grammar is complete
+        if not stopped and (resp.finish_reason is not None or complete):
             text += stops.flush()  # the end: what was held back for a stop string is answer text
-        if stopped or resp.finish_reason == "stop":
+        if stopped or complete or resp.finish_reason == "stop":
             stats.finish_reason = "stop"
         if text:
             yield Chunk(text)
-        if stopped:
+        if stopped or complete:
             break
     stats.seconds = time.perf_counter() - start
     if last is not None:
@@ -128,7 +141,8 @@ class ChatSession:
     def _history(self) -> list[dict[str, str]]:
         return ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
 
-    def turn(self, user_text: str, sampling: SamplingParams, stats: Stats) -> Iterator[Chunk]:
+    def turn(self, user_text: str, sampling: SamplingParams, stats: Stats,
+             output_format: OutputFormat | None = None) -> Iterator[Chunk]:
         from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
         self.messages.append({"role": "user", "content": user_text})
@@ -149,7 +163,7 @@ class ChatSession:
                 self._cache, common = make_prompt_cache(self.loaded.model), 0
         reply: list[str] = []
         try:
-            for chunk in generate(self.loaded, tokens, sampling, stats, self._cache, common):
+            for chunk in generate(self.loaded, tokens, sampling, stats, self._cache, common, output_format):
                 reply.append(chunk.text)
                 yield chunk
         finally:

@@ -42,6 +42,34 @@ class RunRequest:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     chat_template: bool = True
+    json_schema: str | None = None  # a JSON Schema file the answer must match (--json-schema)
+    json_object: bool = False  # the answer must be a JSON object (--json-object)
+
+    def output_format(self):
+        """The structured-output request (engine/constraints.py), checked before anything loads."""
+        import json
+        from pathlib import Path
+
+        from mlxk.engine.constraints import SchemaError, check
+        from mlxk.engine.requests import GenerationRequest, OutputFormat, SamplingParams
+
+        if self.json_schema is None:
+            return OutputFormat("json_object") if self.json_object else None
+        name = Path(self.json_schema).name  # never an absolute path in an answer
+        try:
+            schema = json.loads(Path(self.json_schema).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise MlxkError("ValidationError", f"--json-schema: cannot read {name}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise MlxkError("ValidationError", f"--json-schema: {name} is not JSON: {exc}") from None
+        if not isinstance(schema, dict):
+            raise MlxkError("ValidationError", f"--json-schema: {name} must hold a JSON object")
+        fmt = OutputFormat("json_schema", schema, Path(self.json_schema).stem)
+        try:
+            check(GenerationRequest(None, SamplingParams(), messages=[], output_format=fmt))
+        except SchemaError as exc:
+            raise MlxkError("ValidationError", f"--json-schema: {exc.message}") from None
+        return fmt
 
     def sampling(self):
         """The options given (None = not given) as SamplingParams; bad values name their flag."""
@@ -123,6 +151,7 @@ class Chat:
         from mlxk.engine.loader import load
 
         given = req.sampling()  # refuse bad flags before resolving or loading anything
+        self.output_format = req.output_format()
         item = check_runnable(req.model)
         self.name: str = item.ref.name
         self.loaded = load(item.ref.path)
@@ -131,7 +160,7 @@ class Chat:
 
     def turn(self, text: str, stats) -> Iterator[str]:
         """The answer to ``text``, piece by piece; ``stats`` (engine.generate.Stats) is filled in."""
-        for chunk in self._session.turn(text, self.sampling, stats):
+        for chunk in self._session.turn(text, self.sampling, stats, self.output_format):
             yield chunk.text
 
     def clear(self) -> None:
