@@ -105,3 +105,19 @@ def test_errors(served, client):
         create(client, model="no-such-model")
     r = httpx.post(served.base + "/v1/responses", headers={"Authorization": f"Bearer {KEY}"}, json={"model": ""})
     assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+
+
+def test_chat_completions_tool_calls_stream_and_not(client):
+    """chat/completions gets the same calls: ``tool_calls`` whole, and as streamed deltas."""
+    tool = {"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(model="", messages=ask, tools=[tool], tool_choice="required", temperature=0,
+                                       max_tokens=40)
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    chunks = list(client.chat.completions.create(model="", messages=ask, tools=[tool], tool_choice="required",
+                                                 temperature=0, max_tokens=40, stream=True))
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert deltas[0].index == 0 and deltas[0].function.name == "get_weather"
+    assert "".join(d.function.arguments or "" for d in deltas) == call.function.arguments
+    assert not any(c.choices[0].delta.content for c in chunks if c.choices)  # no call markup as text

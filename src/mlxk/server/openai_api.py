@@ -202,13 +202,16 @@ class Formatter:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
                 "system_fingerprint": "mlxk"}
 
-    def chunk(self, text: str = "", finish: str | None = None, lps: list[TokenLogprob] | None = None) -> dict:
+    def chunk(self, text: str = "", finish: str | None = None, lps: list[TokenLogprob] | None = None,
+              reasoning: str = "") -> dict:
         if self.kind == "chat":
             delta: dict[str, Any] = {}
             if not self.sent_role:
                 delta["role"] = "assistant"
                 self.sent_role = True
-            if text or finish is None:
+            if reasoning:  # issue 14: thinking as reasoning_content, never as content
+                delta["reasoning_content"] = reasoning
+            if text or (finish is None and not reasoning):
                 delta["content"] = text
             choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish,
                                       "logprobs": _chat_logprobs(lps) if lps else None}
@@ -230,9 +233,12 @@ class Formatter:
         obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
         return {**self._base(obj), "choices": [], "usage": _usage(usage)}
 
-    def full(self, text: str, finish: str, usage: Usage, lps: list[TokenLogprob] | None, calls=()) -> dict:
+    def full(self, text: str, finish: str, usage: Usage, lps: list[TokenLogprob] | None, calls=(),
+             reasoning: str = "") -> dict:
         if self.kind == "chat":
             message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+            if reasoning:  # issue 14
+                message["reasoning_content"] = reasoning
             if calls:
                 message["tool_calls"] = [_tool_call(c) for c in calls]
             choice = {"index": 0, "message": message,
@@ -266,7 +272,7 @@ async def stream_events(handle, fmt: Formatter, include_usage: bool) -> AsyncIte
                 yield b": keep-alive\n\n"
                 continue
             if ev.kind == "delta":
-                yield sse(fmt.chunk(ev.text, None, ev.logprobs))
+                yield sse(fmt.chunk(ev.text, None, ev.logprobs, ev.reasoning))
             elif ev.kind == "tool_call":
                 yield sse(fmt.tool_call_chunk(ev.tool_call, calls))
                 calls += 1
@@ -291,17 +297,19 @@ async def collect(handle, fmt: Formatter, want_logprobs: bool) -> tuple[int, dic
     parts: list[str] = []
     lps: list[TokenLogprob] = []
     calls = []
+    thoughts: list[str] = []  # reasoning (issue 14)
     try:
         while True:
             ev: Event = await handle.next()
             if ev.kind == "delta":
                 parts.append(ev.text)
+                thoughts.append(ev.reasoning)
                 lps.extend(ev.logprobs or [])
             elif ev.kind == "tool_call":
                 calls.append(ev.tool_call)
             elif ev.kind == "finish":
                 return 200, fmt.full("".join(parts), ev.finish_reason or "stop", ev.usage or Usage(),
-                                     lps if want_logprobs else None, calls)
+                                     lps if want_logprobs else None, calls, "".join(thoughts))
             elif ev.kind == "interrupt":
                 return 503, error_body(INTERRUPT_ERROR)
             elif ev.kind == "error":
