@@ -212,6 +212,10 @@ def main() -> int:
     print(f"server RSS: {rss0:.0f} MB after warm-up -> {rss1:.0f} MB at the end ({growth:+.1f} %)")
     print(f"prefix cache: {int(float(written)) / 1e6:.1f} MB written, {float(per_req) / 1e3:.1f} kB per request, "
           f"{health.get('prefix_cache_files')} files")
+    for line in metrics.splitlines():
+        if line.startswith("mlxk_memory_"):
+            name, value = line.split()
+            print(f"  {name}: {float(value) / 1e6:.0f} MB")
     ok = stats.five_xx == 0 and health["active_sequences"] == 0 and growth < 25
     print("targets met" if ok else "TARGETS NOT MET")
     return 0 if ok else 1

@@ -195,6 +195,14 @@ class Engine:
                               prefill_batch_size=min(8, self.max_concurrency), prefill_step_size=512,
                               stream=mx.default_stream(mx.default_device()))
 
+    def memory(self) -> dict[str, int]:
+        """Bytes held: MLX arrays in use, MLX's buffer cache (freed, kept for reuse), the RAM prefix cache."""
+        import mlx.core as mx
+
+        pc = self.prefix_cache
+        return {"mlx_active": mx.get_active_memory(), "mlx_cache": mx.get_cache_memory(),
+                "prefix_cache_ram": pc.ram.nbytes if pc is not None else 0}
+
     @property
     def load_errors(self) -> dict[str, str]:
         """Models whose last load failed, with the reason (for /health)."""

@@ -244,6 +244,11 @@ class PrefixCache:
         """Keep ``cache`` for ``tokens`` in RAM; ``to_disk`` for a boundary a later request starts from."""
         if len(tokens) < MIN_TOKENS:
             return
+        import mlx.core as mx
+
+        # mlx-lm's extract() is a lazy contiguous copy of one row of the batch's KV buffers:
+        # kept unevaluated, each snapshot would hold the whole batch's buffers alive.
+        mx.eval([c.state for c in cache])
         self.ram.insert_cache(model_key, list(tokens), cache, cache_type=kind)
         if self.disk_dir is None or not to_disk:
             return
