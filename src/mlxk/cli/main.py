@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "mlxk.cli.cmd_serve",
     "mlxk.cli.cmd_hub",
     "mlxk.cli.cmd_deploy",
+    "mlxk.cli.cmd_launch",
 )
 
 
@@ -92,8 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _version_fast(json_mode)
     commands = load_commands()
     parser = build_parser(commands)
+    passthrough: list[str] = []
+    if _guess_command(argv, commands) == "launch" and "--" in argv:  # the agent's own arguments, verbatim
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
     try:
         args = parser.parse_args(argv)
+        if passthrough:
+            args.agent_args = passthrough
     except ArgumentError as exc:
         err = MlxkError("ValidationError", str(exc))
         return _emit(Envelope.failure(_guess_command(argv, commands), err), None, json_mode, None)
