@@ -55,3 +55,27 @@ def test_bad_kv_bits_is_refused(serve_model_dir, tmp_path):
     log = srv.log()
     srv.stop()
     assert rc != 0 and "--kv-bits must be one of" in log, log
+
+
+def test_a_group_size_the_model_cannot_use_fails_the_load_with_the_reason(serve_model_dir, tmp_path):
+    import json
+
+    head = json.loads((serve_model_dir / "config.json").read_text())
+    head_dim = head.get("head_dim") or head["hidden_size"] // head["num_attention_heads"]
+    bad = next(g for g in (128, 64, 32) if head_dim % g)  # SmolLM2-135M: head size 64, so 128
+    srv = ServerProc(serve_model_dir, tmp_path, "--kv-bits", "8", "--kv-group-size", str(bad))
+    try:
+        import time
+
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                h = httpx.get(srv.base + "/health", timeout=2).json()
+                if h["status"] == "failed":
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        assert h["status"] == "failed" and f"does not divide this model's attention head size ({head_dim})" in h["error"], h
+    finally:
+        srv.stop()

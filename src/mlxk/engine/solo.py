@@ -71,8 +71,20 @@ class _Stats:
     prompt_time: float = 0.0
 
 
+def head_dim(model) -> int | None:
+    args = getattr(model, "args", None)
+    hd = getattr(args, "head_dim", None)
+    if not hd and getattr(args, "hidden_size", None) and getattr(args, "num_attention_heads", None):
+        hd = args.hidden_size // args.num_attention_heads
+    return hd or None
+
+
 class SoloGenerator:
     def __init__(self, model, quant: KVQuant, *, prefill_step_size: int = 512, prefill_batch_size: int = 1):
+        hd = head_dim(model)
+        if hd and hd % quant.group_size:  # else the first quantization fails inside a request
+            raise ValueError(f"--kv-group-size {quant.group_size} does not divide this model's attention head "
+                             f"size ({hd}); use a group size that does (32, 64 or 128)")
         self.model = model
         self.kv_bits, self.kv_group_size, self.quantized_kv_start = quant.bits, quant.group_size, quant.quantized_start
         self.prefill_step_size = prefill_step_size
