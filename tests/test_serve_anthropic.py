@@ -127,6 +127,24 @@ def test_required_tool_round_trip(client):
     assert r2.content and r2.stop_reason in ("end_turn", "max_tokens")
 
 
+def test_mid_conversation_system_message(server, client):
+    """Claude Code (beta mid-conversation-system) sends {"role": "system"} inside messages: it reaches the prompt."""
+    note = "Available agent types: general-purpose, Explore, Plan."
+    history = [{"role": "user", "content": [{"type": "text", "text": "Say hi."}]}, {"role": "system", "content": note}]
+    headers = {"Authorization": f"Bearer {KEY}", "anthropic-beta": "mid-conversation-system-2026-04-07"}
+    plain = client.messages.count_tokens(model=ALIAS, messages=history[:1]).input_tokens
+    r = httpx.post(server.base + "/v1/messages/count_tokens?beta=true", headers=headers, timeout=60,
+                   json={"model": ALIAS, "messages": history})
+    assert r.status_code == 200 and r.json()["input_tokens"] > plain + 8
+    r = httpx.post(server.base + "/v1/messages?beta=true", headers=headers, timeout=60,
+                   json={"model": ALIAS, "max_tokens": 2, "messages": history})
+    assert r.status_code == 200 and r.json()["type"] == "message"
+    bad = [*history[:1], {"role": "system", "content": [{"type": "tool_use", "id": "t", "name": "x", "input": {}}]}]
+    r = httpx.post(server.base + "/v1/messages", headers=headers, timeout=60,
+                   json={"model": ALIAS, "max_tokens": 2, "messages": bad})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("messages[1].content[0]: a system message")
+
+
 def test_beta_query_bearer_auth_and_headers(server):
     r = httpx.post(server.base + "/v1/messages?beta=true", timeout=60,
                    headers={"Authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01",

@@ -69,7 +69,7 @@ Block = Annotated[Union[TextBlock, ImageBlock, ToolUseBlock, ToolResultBlock, Th
 
 
 class InputMessage(_Model):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]  # "system": Claude Code's mid-conversation system beta
     content: str | list[Block]
 
 
@@ -206,6 +206,8 @@ def _messages(req: MessagesRequest | CountTokensRequest) -> list[dict]:
         calls: list[dict] = []
         for j, b in enumerate(m.content):
             where = f"messages[{i}].content[{j}]"
+            if m.role == "system" and not isinstance(b, TextBlock):
+                raise EngineError(400, f"{where}: a system message holds text blocks only", param=where)
             if isinstance(b, ImageBlock):
                 raise _no_images(where)
             if isinstance(b, TextBlock):
