@@ -17,6 +17,8 @@ def _cfg(p: argparse.ArgumentParser) -> None:
                                                           "is reused)")
     p.add_argument("--context-length", type=int, metavar="TOKENS",
                    help="context window the server assumes (agents' system prompts may exceed a small model's)")
+    p.add_argument("--server-log", metavar="FILE", help="keep the log of the server launch starts in FILE "
+                                                        "(appended; by default it is removed after)")
     p.add_argument("--print-env", action="store_true", help="print what would be set and run; start nothing")
     p.set_defaults(agent_args=[])  # what follows "--" (cli/main.py hands it over verbatim)
 
@@ -35,7 +37,7 @@ def _launch(args: argparse.Namespace) -> int:
     if args.print_env:
         sys.stdout.write(launch.print_env(args.agent, args.model, args.port, args.context_length, extra) + "\n")
         return 0
-    return launch.launch(args.agent, args.model, args.port, args.context_length, extra)
+    return launch.launch(args.agent, args.model, args.port, args.context_length, extra, args.server_log)
 
 
 COMMANDS = [

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,10 @@ AGENTS = {
     "gemini": Agent("gemini", "@google/gemini-cli", "gemini-cli"),
 }
 PROVIDER_KEY_ENV = "MLXK_LAUNCH_KEY"  # Codex reads the key from the variable its provider names
+MAX_OUTPUT_TOKENS = 4096  # serve's --max-tokens default: Claude Code otherwise asks for 32000 and gets a 400
+# A local prefill of an agent's ~20k-token prompt can take minutes on a CPU: Claude Code's cloud-tuned
+# waits (5 min without a streamed event, pings not counted; 10 min a request) would abort and retry it.
+SLOW_PREFILL_MS = str(3_600_000)
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Plan:
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # path relative to the temporary home -> text
+    defaults: dict[str, str] = field(default_factory=dict)  # environment the user's own values override
     home_var: str | None = None  # the variable pointing at the temporary home (CODEX_HOME, HOME)
 
 
@@ -54,18 +60,21 @@ def plan_for(agent: str, base: str, key: str, model: str, context: int | None) -
                "ANTHROPIC_DEFAULT_OPUS_MODEL": model, "ANTHROPIC_DEFAULT_SONNET_MODEL": model,
                "ANTHROPIC_DEFAULT_HAIKU_MODEL": model, "CLAUDE_CODE_SUBAGENT_MODEL": model,
                "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1",
-               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+               "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(MAX_OUTPUT_TOKENS)}
         if context:  # an unknown model name is assumed to have a 1M window otherwise
             env.update({"CLAUDE_CODE_MAX_CONTEXT_TOKENS": str(context),
                         "CLAUDE_CODE_AUTO_COMPACT_WINDOW": str(context), "CLAUDE_CODE_DISABLE_1M_CONTEXT": "1"})
-        return Plan(env=env)
+        slow = {"CLAUDE_STREAM_IDLE_TIMEOUT_MS": SLOW_PREFILL_MS, "API_TIMEOUT_MS": SLOW_PREFILL_MS}
+        return Plan(env=env, defaults=slow)
     if agent == "codex":
+        # Top-level settings in the temporary CODEX_HOME, no profile: Codex 0.171 refuses
+        # `--profile` with a [profiles.*] table in config.toml (it wants <name>.config.toml).
         provider = f'{{name="mlxk", base_url="{base}/v1", wire_api="responses", env_key="{PROVIDER_KEY_ENV}"}}'
         window = f"model_context_window = {context}\n" if context else ""
-        config = (f'profile = "mlxk"\n\n[model_providers.mlxk]\nname = "mlxk"\nbase_url = "{base}/v1"\n'
-                  f'wire_api = "responses"\nenv_key = "{PROVIDER_KEY_ENV}"\n\n[profiles.mlxk]\nmodel = {json.dumps(model)}\n'
-                  f'model_provider = "mlxk"\n{window}')
-        return Plan(env={PROVIDER_KEY_ENV: key}, args=["-c", f"model_providers.mlxk={provider}", "--profile", "mlxk"],
+        config = (f'model = {json.dumps(model)}\nmodel_provider = "mlxk"\n{window}\n[model_providers.mlxk]\n'
+                  f'name = "mlxk"\nbase_url = "{base}/v1"\nwire_api = "responses"\nenv_key = "{PROVIDER_KEY_ENV}"\n')
+        return Plan(env={PROVIDER_KEY_ENV: key}, args=["-c", f"model_providers.mlxk={provider}"],
                     files={"config.toml": config}, home_var="CODEX_HOME")
     if agent == "gemini":
         settings = {"security": {"auth": {"selectedType": "gemini-api-key"}}, "model": {"name": model},
@@ -99,14 +108,19 @@ def _health(base: str) -> dict | None:
 
 
 class Server:
-    """The ``mlxk serve`` launch runs on: reused when the port already serves the model."""
+    """The ``mlxk serve`` launch runs on: reused when the port already serves the model.
 
-    def __init__(self, model: str, port: int, context: int | None, key: str | None):
+    Its log goes to a file (``log``, or a temporary one removed after): a pipe nobody reads
+    while the agent runs would fill and block the server mid-session.
+    """
+
+    def __init__(self, model: str, port: int, context: int | None, key: str | None, log: str | None = None):
         self.model, self.port, self.context = model, port, context
         self.base = f"http://127.0.0.1:{port}"
         self.key = key
         self.proc: subprocess.Popen | None = None
         self.name = model
+        self.log, self.keep_log = log, log is not None
 
     def start(self, timeout: float = 600) -> "Server":
         from mlxk.server.model_access import resolve_target
@@ -129,12 +143,17 @@ class Server:
         if self.context:
             cmd += ["--context-length", str(self.context)]
         env = {**os.environ, "MLXK_API_KEY": self.key}
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        if self.log is None:
+            fd, self.log = tempfile.mkstemp(prefix="mlxk-launch-serve-", suffix=".log")
+            os.close(fd)
+        with open(self.log, "ab") as log:  # own session: the terminal's Ctrl-C is the agent's, not the server's
+            self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = (self.proc.stderr.read() or b"").decode(errors="replace")[-2000:]
+                err = Path(self.log).read_bytes()[-2000:].decode(errors="replace")
+                self._drop_log()
                 raise MlxkError("ServerError", f"mlxk serve exited {self.proc.returncode}: {err.strip()}")
             state = _health(self.base)
             if state is not None and state.get("code") == 200:
@@ -155,14 +174,18 @@ class Server:
         return next((m.get("context_length") for m in data if m.get("id") == self.name), self.context)
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(2)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(2)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._drop_log()
+
+    def _drop_log(self) -> None:
+        if self.log and not self.keep_log:
+            Path(self.log).unlink(missing_ok=True)
 
 
 def print_env(agent: str, model: str, port: int, context: int | None, extra: list[str]) -> str:
@@ -172,6 +195,7 @@ def print_env(agent: str, model: str, port: int, context: int | None, extra: lis
     key = os.environ.get("MLXK_API_KEY") or "<a fresh key per launch>"
     plan = plan_for(agent, f"http://127.0.0.1:{port}", key, model, context)
     lines = [f"export {k}={shlex.quote(v)}" for k, v in plan.env.items()]
+    lines += [f'export {k}="${{{k}:-{v}}}"' for k, v in plan.defaults.items()]
     if plan.home_var:
         lines.append(f"export {plan.home_var}=<a temporary folder, removed after>")
     for path, text in plan.files.items():
@@ -180,26 +204,53 @@ def print_env(agent: str, model: str, port: int, context: int | None, extra: lis
     return "\n".join(lines)
 
 
-def launch(agent: str, model: str, port: int, context: int | None, extra: list[str]) -> int:
-    """Run the agent against the server; its exit code is returned."""
-    exe = find_agent(agent)
-    server = Server(model, port, context, os.environ.get("MLXK_API_KEY")).start()
-    home = tempfile.mkdtemp(prefix=f"mlxk-launch-{agent}-")
+def run_agent(cmd: list[str], env: dict[str, str]) -> int:
+    """The agent's exit code. Ctrl-C belongs to the agent (it cancels a turn in all three), so
+    launch ignores SIGINT while the agent runs; SIGTERM is passed on to the agent (a second one
+    kills it), and launch goes on to stop its server rather than leave it orphaned."""
+    proc = subprocess.Popen(cmd, env=env)
+    terms = 0
+
+    def on_term(signum, frame):
+        nonlocal terms
+        terms += 1
+        proc.send_signal(signal.SIGTERM if terms == 1 else signal.SIGKILL)
+
+    old = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+           signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
     try:
+        return proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def launch(agent: str, model: str, port: int, context: int | None, extra: list[str],
+           server_log: str | None = None) -> int:
+    """Run the agent against the server; its exit code is returned. ``server_log``: where the
+    log of a server launch starts is kept (appended to)."""
+    exe = find_agent(agent)
+    server = Server(model, port, context, os.environ.get("MLXK_API_KEY"), server_log)
+    home = tempfile.mkdtemp(prefix=f"mlxk-launch-{agent}-")
+    previous = signal.signal(signal.SIGTERM, _interrupted)  # while the server starts: it is stopped too
+    try:
+        server.start()
         window = server.context_length()
         plan = plan_for(agent, server.base, server.key or "mlxk", server.name, window)
         for rel, text in plan.files.items():
             path = Path(home) / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-        env = {**os.environ, **plan.env}
+        env = {**plan.defaults, **os.environ, **plan.env}
         env.pop("MLXK_API_KEY", None) if server.proc is not None else None
         if plan.home_var:
             env[plan.home_var] = home
-        try:
-            return subprocess.call([exe, *plan.args, *extra], env=env)
-        except KeyboardInterrupt:
-            return 130
+        return run_agent([exe, *plan.args, *extra], env)
     finally:
         server.stop()
         shutil.rmtree(home, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
