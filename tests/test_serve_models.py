@@ -15,7 +15,8 @@ httpx = pytest.importorskip("httpx2")
 def test_switch_allow_and_idle_unload(serve_model_dir, tmp_path):
     other = link_model(serve_model_dir, tmp_path / "second-model")
     blocked = link_model(serve_model_dir, tmp_path / "third-model")
-    srv = ServerProc(serve_model_dir, tmp_path, "--allow", "second-model", "--idle-unload", "1.5").wait_ready()
+    srv = ServerProc(serve_model_dir, tmp_path, "--allow", "second-model", "--idle-unload", "1.5",
+                     "--model-dir", str(tmp_path)).wait_ready()
     try:
         client = openai.OpenAI(base_url=srv.base + "/v1", api_key="x", max_retries=0, timeout=60)
         first = client.models.list().data[0].id

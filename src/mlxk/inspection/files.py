@@ -67,7 +67,11 @@ class ModelFiles:
                 continue
             for entry in entries:
                 rel = prefix + entry.name
-                if entry.is_dir():
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:  # a link loop (ELOOP): listed as a broken file, never followed
+                    is_dir = False
+                if is_dir:
                     # Never descend through a linked folder: a link loop (a -> .) would make the
                     # walk endless. Model folders link files (HF blobs), not folders.
                     if entry.name not in SKIP_DIRS and not entry.is_symlink():

@@ -98,9 +98,9 @@ class ModelAccess:
             target = await self._off_loop(self._path_target, requested)
         else:
             target = await self._off_loop(resolve_target, requested)
-            if self.allow and not (requested in self.allow or target.name in self.allow):
-                raise EngineError(404, f"The model '{requested}' is not allowed on this server (see --allow)",
-                                  param="model", code="model_not_allowed")
+        if self.allow and not (requested in self.allow or target.name in self.allow):
+            raise EngineError(404, f"The model '{requested}' is not allowed on this server (see --allow)",
+                              param="model", code="model_not_allowed")
         if default and target.key == default.key:
             return None
         self._targets[requested] = target
@@ -164,7 +164,10 @@ class ModelAccess:
             raise _not_found(spec, "no such folder") from None
         if not any(_inside(str(real), os.path.realpath(d)) for d in self.model_dirs):
             raise _not_found(spec, "only folders inside the server's --model-dir folders are served")
-        return resolve_target(str(real))
+        try:
+            return resolve_target(str(real))
+        except OSError as exc:  # an unreadable folder is the client's 404, never the server's 500
+            raise _not_found(spec, f"the folder cannot be read ({exc.strerror})") from None
 
 
 def _inside(path: str, folder: str) -> bool:
