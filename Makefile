@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/mlxk demo
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
