@@ -57,7 +57,7 @@ import os, signal, sys, time
 from pathlib import Path
 record = Path(os.environ["STAND_IN_RECORD"])
 signal.signal(signal.SIGINT, lambda s, f: record.with_suffix(".sigint").write_text("1"))
-signal.signal(signal.SIGTERM, lambda s, f: sys.exit(3))
+signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("IGNORE_TERM") else lambda s, f: sys.exit(3))
 record.write_text(os.environ["ANTHROPIC_BASE_URL"])
 while True:
     time.sleep(0.1)
@@ -137,15 +137,18 @@ def wait_for(path: Path, proc: subprocess.Popen) -> None:
         time.sleep(0.2)
 
 
-def test_ctrl_c_is_the_agents_and_sigterm_stops_agent_then_server(serve_model_dir, tmp_path):
+@pytest.mark.parametrize("agent_ignores_term", [False, True])
+def test_ctrl_c_is_the_agents_and_sigterm_stops_agent_then_server(agent_ignores_term, serve_model_dir, tmp_path):
     """Ctrl-C (SIGINT to the terminal's whole process group) cancels a turn in the agent; it must
-    neither end launch nor the server. SIGTERM to launch reaches the agent, then the server stops."""
+    neither end launch nor the server. SIGTERM to launch reaches the agent (killed if it stays),
+    then the server stops."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "claude").write_text(WAITING.replace("PYTHON", sys.executable))
     (bin_dir / "claude").chmod(0o755)
     record = tmp_path / "claude.txt"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STAND_IN_RECORD": str(record)}
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STAND_IN_RECORD": str(record),
+           **({"IGNORE_TERM": "1"} if agent_ignores_term else {})}
     proc = subprocess.Popen([sys.executable, "-m", "mlxk", "launch", "claude", "--model", str(serve_model_dir),
                              "--port", str(free_port())], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -159,7 +162,7 @@ def test_ctrl_c_is_the_agents_and_sigterm_stops_agent_then_server(serve_model_di
             time.sleep(0.2)
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(120) == 3  # the agent's exit code after its SIGTERM
+        assert proc.wait(120) == (128 + signal.SIGKILL if agent_ignores_term else 3)  # the agent's exit code
         with pytest.raises(httpx.HTTPError):
             httpx.get(base + "/health", timeout=2)
     finally:

@@ -41,6 +41,7 @@ MAX_OUTPUT_TOKENS = 4096  # serve's --max-tokens default: Claude Code otherwise 
 # A local prefill of an agent's ~20k-token prompt can take minutes on a CPU: Claude Code's cloud-tuned
 # waits (5 min without a streamed event, pings not counted; 10 min a request) would abort and retry it.
 SLOW_PREFILL_MS = str(3_600_000)
+AGENT_GRACE_S = 10.0  # after SIGTERM, before the agent is killed
 
 
 @dataclass
@@ -60,13 +61,13 @@ def plan_for(agent: str, base: str, key: str, model: str, context: int | None) -
                "ANTHROPIC_DEFAULT_OPUS_MODEL": model, "ANTHROPIC_DEFAULT_SONNET_MODEL": model,
                "ANTHROPIC_DEFAULT_HAIKU_MODEL": model, "CLAUDE_CODE_SUBAGENT_MODEL": model,
                "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1",
-               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-               "CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(MAX_OUTPUT_TOKENS)}
+               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
         if context:  # an unknown model name is assumed to have a 1M window otherwise
             env.update({"CLAUDE_CODE_MAX_CONTEXT_TOKENS": str(context),
                         "CLAUDE_CODE_AUTO_COMPACT_WINDOW": str(context), "CLAUDE_CODE_DISABLE_1M_CONTEXT": "1"})
-        slow = {"CLAUDE_STREAM_IDLE_TIMEOUT_MS": SLOW_PREFILL_MS, "API_TIMEOUT_MS": SLOW_PREFILL_MS}
-        return Plan(env=env, defaults=slow)
+        fitted = {"CLAUDE_CODE_MAX_OUTPUT_TOKENS": str(MAX_OUTPUT_TOKENS),
+                  "CLAUDE_STREAM_IDLE_TIMEOUT_MS": SLOW_PREFILL_MS, "API_TIMEOUT_MS": SLOW_PREFILL_MS}
+        return Plan(env=env, defaults=fitted)
     if agent == "codex":
         # Top-level settings in the temporary CODEX_HOME, no profile: Codex 0.171 refuses
         # `--profile` with a [profiles.*] table in config.toml (it wants <name>.config.toml).
@@ -206,20 +207,24 @@ def print_env(agent: str, model: str, port: int, context: int | None, extra: lis
 
 def run_agent(cmd: list[str], env: dict[str, str]) -> int:
     """The agent's exit code. Ctrl-C belongs to the agent (it cancels a turn in all three), so
-    launch ignores SIGINT while the agent runs; SIGTERM is passed on to the agent (a second one
-    kills it), and launch goes on to stop its server rather than leave it orphaned."""
+    launch ignores SIGINT while the agent runs; SIGTERM is passed on to the agent, which is
+    killed if it is still there AGENT_GRACE_S later (gemini-cli waits on its request), so that
+    launch stops its server in time rather than being killed itself and leave it orphaned."""
     proc = subprocess.Popen(cmd, env=env)
-    terms = 0
+    termed: list[float] = []
 
     def on_term(signum, frame):
-        nonlocal terms
-        terms += 1
-        proc.send_signal(signal.SIGTERM if terms == 1 else signal.SIGKILL)
+        termed.append(time.monotonic())
+        proc.send_signal(signal.SIGTERM)
 
     old = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
            signal.SIGTERM: signal.signal(signal.SIGTERM, on_term)}
     try:
-        return proc.wait()
+        while proc.poll() is None:
+            if termed and time.monotonic() - termed[0] > AGENT_GRACE_S:
+                proc.kill()
+            time.sleep(0.1)
+        return proc.returncode if proc.returncode >= 0 else 128 - proc.returncode  # the shell's 128+N
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
