@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -89,15 +90,21 @@ def _call_schema(tools: list[dict]) -> dict:
 
 
 _checked: OrderedDict[str, str] = OrderedDict()  # grammar text -> "" or the error, without a tokenizer
+_checked_lock = threading.Lock()  # adapters check on the event loop, the engine on its own thread
 
 
 def _grammar_error(grammar: str) -> str:
-    if grammar not in _checked:
-        _checked[grammar] = _llg().LLMatcher.validate_grammar(grammar)
+    with _checked_lock:
+        known = _checked.get(grammar)
+        if known is not None:
+            _checked.move_to_end(grammar)
+            return known
+    error = _llg().LLMatcher.validate_grammar(grammar)
+    with _checked_lock:
+        _checked[grammar] = error
         if len(_checked) > CACHE_SIZE:
             _checked.popitem(last=False)
-    _checked.move_to_end(grammar)
-    return _checked[grammar]
+    return error
 
 
 def _lazy_calls_fit(tok) -> bool:
