@@ -21,45 +21,25 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from mlxk.engine import tool_prompt  # issue 14: tools in the template or the fallback format
 from mlxk.engine.bridge import RequestHandle, posts_per_step
 from mlxk.engine.constraints import constrain
 from mlxk.engine.loading import FailedLoads, describe_failure, load_model
 from mlxk.engine.metrics import Metrics
-from mlxk.engine.pacing import PrefillPacer
-from mlxk.engine.requests import (CANCELLED, EngineError, Event, GenerationRequest, ModelTarget, TokenLogprob,
-                                  Usage)
-from mlxk.engine.prompting import disk_bounds, tokenize_request
-from mlxk.engine import tool_prompt  # issue 14: tools in the template or the fallback format
 from mlxk.engine.output_parsing import parser_for  # issue 14: tool calls and reasoning out of the text
-from mlxk.engine.sampling import OutOfVocabulary, fit_to_vocabulary, make_logits_processors, make_sampler
+from mlxk.engine.pacing import PrefillPacer
+from mlxk.engine.prompting import disk_bounds, tokenize_request
+from mlxk.engine.requests import CANCELLED, EngineError, Event, ModelTarget, Usage
+from mlxk.engine.sampling import (OutOfVocabulary, fit_to_vocabulary, guard_sampler, make_logits_processors,
+                                  make_sampler)
+from mlxk.engine.sequence import Sequence
 from mlxk.engine.stops import StopMatcher
 from mlxk.inspection.context import context_length
 
 log = logging.getLogger("mlxk.engine")
-
-
-@dataclass
-class _Seq:
-    handle: RequestHandle
-    uid: int
-    detok: Any
-    stops: StopMatcher  # engine/stops.py, shared with mlxk run
-    usage: Usage
-    logprobs: bool
-    top_logprobs: int
-    prompt: list[int]
-    buf: str = ""
-    lp_buf: list = field(default_factory=list)
-    first_token_at: float | None = None
-    done: bool = False
-    bounds: tuple[int, ...] = ()  # prompt positions worth a disk snapshot (prompting.tokenize_request)
-    constraint: Any = None  # structured output: engine/constraints.py (None: free text)
-    output: Any = None  # output_parsing.OutputParser: tool calls and reasoning out of the text (None: plain)
-    stop_sequence: str | None = None  # the stop string that ended it
 
 
 class Engine:
@@ -90,7 +70,7 @@ class Engine:
         self.context_length: int | None = None
         self._inbox: queue.Queue[RequestHandle] = queue.Queue()
         self._waiting: list[RequestHandle] = []
-        self._seqs: dict[int, _Seq] = {}
+        self._seqs: dict[int, Sequence] = {}
         self._loading: list = []  # (handle, prompt, bounds, PendingLoad) waiting for a disk read
         self._stop = threading.Event()
         self._interrupt = threading.Event()
@@ -297,7 +277,7 @@ class Engine:
 
     def _interrupt_everything(self) -> None:
         for s in list(self._seqs.values()):
-            self._flush_text(s, final=True)
+            s.flush(final=True)
             s.handle.post(Event("interrupt", usage=s.usage, model=self._name()))
         if self._seqs and self._bg is not None:
             self._bg.remove(list(self._seqs))
@@ -428,7 +408,7 @@ class Engine:
         if ctx:
             max_tokens = max(1, min(max_tokens, ctx - len(prompt)))
         box: list[int] = []
-        sampler = self._guarded(make_sampler(p), box)
+        sampler = guard_sampler(make_sampler(p), box, self._sampler_failures)
         processors = make_logits_processors(p)
         constraint = constrain(h.request, self._tokenizer, self.vocab_size)  # structured output; None: free text
         if constraint is not None:
@@ -448,7 +428,7 @@ class Engine:
         )
         box.append(uid)
         usage = Usage(prompt_tokens=len(prompt), cached_tokens=cached)
-        self._seqs[uid] = _Seq(h, uid, self._tokenizer.detokenizer, StopMatcher(p.stop), usage,
+        self._seqs[uid] = Sequence(h, uid, self._tokenizer.detokenizer, StopMatcher(p.stop), usage,
                                p.logprobs, p.top_logprobs, prompt, bounds=disk_bounds(h.request, bounds),
                                constraint=constraint)
         self._seqs[uid].output = parser_for(self._tokenizer, h.request, prompt)  # issue 14
@@ -462,31 +442,6 @@ class Engine:
             self._bg.remove(gone)
             for uid in gone:
                 self._seqs.pop(uid).handle.post(Event("error", error=CANCELLED))
-
-    def _guarded(self, sampler: Callable, box: list[int]) -> Callable:
-        """A sampler that fails (top_k past the vocabulary, say) ends its own sequence only.
-
-        mlx-lm calls per-sequence samplers row by row inside the batched step; an exception
-        there would abort the step for every stream. The guard records it for the uid in
-        ``box`` and returns the argmax so the step completes; ``_step`` then ends that
-        sequence with an error.
-        """
-        from mlx_lm.sample_utils import greedy_sampler
-
-        if sampler is greedy_sampler:  # shared by greedy rows (one batched call); cannot fail
-            return sampler
-        failures = self._sampler_failures
-
-        def guarded(logprobs):
-            import mlx.core as mx
-
-            try:
-                return sampler(logprobs)
-            except Exception as exc:
-                failures[box[0] if box else -1] = exc
-                return mx.argmax(logprobs, axis=-1)
-
-        return guarded
 
     def _step(self) -> None:
         bg = self._bg
@@ -531,79 +486,18 @@ class Engine:
         if finished:
             bg.remove(finished)
 
-    def _advance(self, s: _Seq, r) -> bool:
-        """Take one generated token of ``s``; True when a stop string ended it early."""
+    def _advance(self, s: Sequence, r) -> bool:
+        """Take one generated token of ``s``; True when a stop string or its grammar ended it early."""
         if s.first_token_at is None:
             s.first_token_at = time.monotonic()
             self.metrics.observe_ttft(s.first_token_at - s.handle.submitted)
         s.usage.completion_tokens += 1
         self.metrics.completion_tokens += 1
-        if r.finish_reason != "stop":
-            s.detok.add_token(r.token)
-        if r.finish_reason is not None:
-            s.detok.finalize()
-        s.buf += s.detok.last_segment
-        if s.logprobs:
-            s.lp_buf.append(self._logprob(r.token, r.logprobs, s.top_logprobs))
-        reason, stopped_early = r.finish_reason, False
-        if s.stops:
-            hit = s.stops.find(s.buf)
-            if hit >= 0:
-                s.stop_sequence = next((x for x in s.stops.stops if s.buf.startswith(x, hit)), None)
-                s.buf = s.buf[:hit]
-                reason, stopped_early = "stop", True
-        if s.constraint is not None:  # a finished grammar stops; a forced tool call becomes tool_call events
-            s.buf, reason, calls = s.constraint.advance(s.buf, reason)
-            stopped_early = stopped_early or (reason is not None and r.finish_reason is None)
-            for call in calls:
-                s.handle.post(Event("tool_call", tool_call=call))
+        reason, stopped_early = s.take(r.token, r.logprobs, r.finish_reason, self._tokenizer)
         if reason is None:
-            self._flush_text(s, final=False)
             return False
-        self._flush_text(s, final=True)
-        s.done = True
-        if reason == "stop" and s.output is not None and s.output.calls:  # issue 14
-            reason = "tool_calls"
-        s.handle.post(Event("finish", finish_reason=reason, usage=s.usage, model=self._name(),
-                            stop_sequence=s.stop_sequence))
+        s.finish(reason, self._name())
         if r.finish_reason is not None and self.prefix_cache is not None and r.prompt_cache is not None:
             self.prefix_cache.store(self.current.key, list(r.all_tokens), r.prompt_cache)
         self._seqs.pop(r.uid, None)
         return stopped_early
-
-    def _flush_text(self, s: _Seq, final: bool) -> None:
-        cut = len(s.buf) if final else s.stops.safe_length(s.buf)  # held back: a tail that may begin a stop
-        if cut <= 0 and not (final and (s.lp_buf or s.output is not None)):
-            return
-        text, s.buf = s.buf[:max(cut, 0)], s.buf[max(cut, 0):]
-        lps, s.lp_buf = (s.lp_buf or None), []
-        if s.output is not None:  # issue 14: markup out, reasoning and tool calls as their own events
-            self._post_parsed(s, s.output.feed(text) + (s.output.finish() if final else []), lps)
-        elif text or lps:
-            s.handle.post(Event("delta", text=text, logprobs=lps))
-
-    @staticmethod
-    def _post_parsed(s: _Seq, pieces: list, lps) -> None:
-        """output_parsing pieces as events; the step's logprobs ride on the first delta."""
-        for kind, value in pieces:
-            if kind == "tool_call":
-                s.handle.post(Event("tool_call", tool_call=value))
-            else:
-                s.handle.post(Event("delta", text=value if kind == "text" else "",
-                                    reasoning=value if kind == "reasoning" else "", logprobs=lps))
-                lps = None
-        if lps:
-            s.handle.post(Event("delta", logprobs=lps))
-
-    def _logprob(self, token: int, logprobs, top_n: int) -> TokenLogprob:
-        import mlx.core as mx
-
-        tok = self._tokenizer
-        top: list[tuple[str, float]] = []
-        if top_n > 0:
-            idx = mx.argpartition(-logprobs, kth=top_n - 1)[:top_n]
-            vals = logprobs[idx].tolist()
-            ids = idx.tolist()
-            pairs = sorted(zip(ids, vals), key=lambda x: -x[1])
-            top = [(tok.decode([i]), v) for i, v in pairs]
-        return TokenLogprob(tok.decode([token]), logprobs[token].item(), top)

@@ -77,3 +77,28 @@ def fit_to_vocabulary(p: SamplingParams, vocab: int | None) -> SamplingParams:
         if getattr(p, name) > vocab:
             raise OutOfVocabulary(name, vocab)
     return p.model_copy(update={"top_k": 0}) if p.top_k == vocab else p
+
+
+def guard_sampler(sampler: Callable, box: list[int], failures: dict) -> Callable:
+    """A sampler whose failure (top_k past the vocabulary, say) ends its own sequence only.
+
+    mlx-lm calls per-sequence samplers row by row inside the batched step; an exception
+    there would abort the step for every stream. The guard records it in ``failures`` under
+    the uid in ``box`` and returns the argmax so the step completes; the engine then ends
+    that sequence with an error.
+    """
+    from mlx_lm.sample_utils import greedy_sampler
+
+    if sampler is greedy_sampler:  # shared by greedy rows (one batched call); cannot fail
+        return sampler
+
+    def guarded(logprobs):
+        import mlx.core as mx
+
+        try:
+            return sampler(logprobs)
+        except Exception as exc:
+            failures[box[0] if box else -1] = exc
+            return mx.argmax(logprobs, axis=-1)
+
+    return guarded
