@@ -186,3 +186,12 @@ def test_server_still_answers_after_bad_input(client, model_id):
             "type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/nowhere"}}})
     r = client.chat.completions.create(model=model_id, messages=ASK, temperature=0, max_tokens=8)
     assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_logprobs_of_a_constrained_answer_are_json_numbers(client, model_id):
+    """Tokens the grammar rules out have logprob -inf; the answer says -9999.0 (OpenAI's), never fails."""
+    r = client.chat.completions.create(model=model_id, messages=ASK, temperature=0, max_tokens=12, logprobs=True,
+                                       top_logprobs=5, response_format=person_format())
+    content = r.choices[0].logprobs.content
+    assert content and all(-9999.0 <= alt.logprob <= 0 for lp in content for alt in lp.top_logprobs)
+    assert any(alt.logprob == -9999.0 for lp in content for alt in lp.top_logprobs)  # a forced token's alternatives

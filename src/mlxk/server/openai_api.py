@@ -171,9 +171,17 @@ def _usage(u: Usage) -> dict[str, Any]:
             "total_tokens": u.total_tokens, "prompt_tokens_details": {"cached_tokens": u.cached_tokens}}
 
 
+IMPOSSIBLE_LOGPROB = -9999.0  # OpenAI's figure for a token that cannot come (JSON has no -Infinity)
+
+
+def _finite(v: float) -> float:
+    """A grammar-masked token's logprob is -inf (engine/constraints.py): OpenAI's -9999.0 instead."""
+    return max(v, IMPOSSIBLE_LOGPROB)
+
+
 def _chat_logprobs(lps: list[TokenLogprob]) -> dict[str, Any]:
     def one(t: str, v: float) -> dict:
-        return {"token": t, "logprob": v, "bytes": list(t.encode("utf-8"))}
+        return {"token": t, "logprob": _finite(v), "bytes": list(t.encode("utf-8"))}
 
     return {"content": [{**one(lp.token, lp.logprob), "top_logprobs": [one(t, v) for t, v in lp.top]} for lp in lps]}
 
@@ -183,8 +191,8 @@ def _completion_logprobs(lps: list[TokenLogprob], offset: int) -> dict[str, Any]
     for lp in lps:
         offsets.append(pos)
         pos += len(lp.token)
-    return {"tokens": [lp.token for lp in lps], "token_logprobs": [lp.logprob for lp in lps],
-            "top_logprobs": [{t: v for t, v in lp.top} for lp in lps], "text_offset": offsets}
+    return {"tokens": [lp.token for lp in lps], "token_logprobs": [_finite(lp.logprob) for lp in lps],
+            "top_logprobs": [{t: _finite(v) for t, v in lp.top} for lp in lps], "text_offset": offsets}
 
 
 class Formatter:
