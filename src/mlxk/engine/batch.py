@@ -397,6 +397,9 @@ class Engine:
                 continue
             try:  # a snapshot that fails verification makes this another (shorter) PendingLoad
                 self._launch_or_wait(h, prompt, bounds, self.prefix_cache.finish_load(pending, self.current.key, prompt))
+            except EngineError as err:  # the request's own fault (a schema, say): its 4xx, as on the RAM path
+                self.metrics.requests_failed += 1
+                h.post(Event("error", error=err))
             except Exception as exc:
                 log.exception("request failed")
                 h.post(Event("error", error=EngineError(500, f"{type(exc).__name__}: {exc}", "server_error")))

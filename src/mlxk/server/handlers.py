@@ -68,6 +68,22 @@ def _ready_for(state, gen: GenerationRequest) -> None:
     wanted = gen.target or eng.default
     if wanted is not None and eng.current is not None and wanted.key == eng.current.key:
         check_prompt_size(gen, eng.context_length)
+    _check_constraint(gen)
+
+
+def _check_constraint(gen: GenerationRequest) -> None:
+    """A schema or tool_choice that cannot compile is the client's 400 in every protocol
+    (OpenAI's parse names its own fields first; this names the engine's)."""
+    if gen.output_format is None and not gen.tools:
+        return
+    from mlxk.engine.constraints import SchemaError, check
+
+    try:
+        check(gen)
+    except SchemaError as exc:
+        param = exc.field if getattr(exc, "index", None) is None else f"{exc.field}[{exc.index}]"
+        raise EngineError(400, exc.message, param=param,
+                          code="invalid_schema" if exc.field != "tool_choice" else None) from None
 
 
 async def start(state, gen: GenerationRequest, model: Any, count_only: bool = False) -> tuple[RequestHandle, Event]:
