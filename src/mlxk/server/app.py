@@ -9,7 +9,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,13 +17,11 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from mlxk.engine.batch import Engine
-from mlxk.engine.bridge import RequestHandle
 from mlxk.engine.requests import EngineError, ModelTarget, SamplingParams
 from mlxk.server import handlers, openai_api, security
-from mlxk.server.model_access import ModelAccess, resolve_target  # noqa: F401 (the worker's --model)
+from mlxk.server.model_access import ModelAccess
 
 log = logging.getLogger("mlxk.server")
-MAX_BODY = 4 * 1024 * 1024  # bytes of a request body; more is refused with 413 without being read
 
 
 @dataclass
@@ -61,60 +58,20 @@ def _err(err: EngineError, headers: dict | None = None) -> JSONResponse:
 
 
 def build_app(state: ServeState) -> Starlette:
-    async def body_of(request: Request) -> dict:
-        """The body's JSON object, read no further than MAX_BODY bytes (nor at all when
-        Content-Length announces more)."""
-        too_large = EngineError(413, f"Request body larger than {MAX_BODY} bytes", code="request_too_large")
-        try:
-            announced = int(request.headers.get("content-length", "0"))
-        except ValueError:
-            announced = 0
-        if announced > MAX_BODY:
-            raise too_large
-        raw = bytearray()
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > MAX_BODY:
-                raise too_large
-        return openai_api.load_json_object(bytes(raw))
-
     async def generate(request: Request, kind: str) -> Response:
         try:
             handlers.check_auth(state, request)  # any of the protocols' key headers (issue 14)
             if state.shutting_down:
                 raise EngineError(503, "Server is shutting down", "server_error", code="shutting_down")
-            body = await body_of(request)
+            body = await handlers.read_json(request)
             cap = state.config.max_tokens
             gen = openai_api.parse_chat(body, cap) if kind == "chat" else openai_api.parse_completion(body, cap)
-            gen.params = gen.params.filled_from(state.config.defaults)
-            gen.target = await state.target_for(body.get("model"))
-            eng = state.engine
-            if gen.target is None and eng.state == "loading":
-                raise EngineError(503, "The model is loading, retry shortly", "server_error", code="model_loading")
-            if gen.target is None and eng.state == "failed":
-                raise EngineError(503, f"The model failed to load: {eng.load_error}", "server_error",
-                                  code="model_load_failed")
             stream = bool(body.get("stream"))  # types checked by the parse above
             opts = body.get("stream_options") or {}
-            wanted = gen.target or eng.default
-            if wanted is not None and eng.current is not None and wanted.key == eng.current.key:
-                openai_api.check_prompt_size(gen, eng.context_length)
-            handle = RequestHandle(asyncio.get_running_loop(), gen)
-            state.engine.submit(handle)
-            log.info("%s %s model=%s stream=%s", request.method, request.url.path,
-                     wanted.name if wanted else "-", stream)
+            handle, first = await handlers.start(state, gen, body.get("model"))
         except EngineError as err:
             log.info("%s %s -> %d %s", request.method, request.url.path, err.status, err.code or err.type)
             return _err(err)
-        try:
-            first = await handle.next()
-        except asyncio.CancelledError:
-            handle.cancel()
-            raise
-        if first.kind == "error":
-            return _err(first.error)
-        if first.kind == "interrupt":
-            return _err(openai_api.INTERRUPT_ERROR)
         fmt = openai_api.Formatter(kind, first.model or "")
         if stream:
             return StreamingResponse(openai_api.stream_events(handle, fmt, bool(opts.get("include_usage"))),

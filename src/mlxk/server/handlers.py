@@ -9,6 +9,7 @@ model (aliases first), the engine's answer collected or streamed with keep-alive
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -18,6 +19,7 @@ from mlxk.engine.bridge import RequestHandle
 from mlxk.engine.requests import EngineError, Event, GenerationRequest, ToolCall, Usage
 from mlxk.server import security
 
+log = logging.getLogger("mlxk.server")
 MAX_BODY = 4 * 1024 * 1024  # bytes of a request body; more is refused with 413 without being read
 INTERRUPT_MESSAGE = "Stream interrupted: the server is shutting down"
 INTERRUPT_ERROR = EngineError(503, INTERRUPT_MESSAGE, "server_error", code="interrupted")
@@ -88,8 +90,11 @@ def _check_constraint(gen: GenerationRequest) -> None:
 
 async def start(state, gen: GenerationRequest, model: Any, count_only: bool = False) -> tuple[RequestHandle, Event]:
     """Submit ``gen`` for ``model`` and wait for its first event; EngineError if it failed."""
+    gen.params = gen.params.filled_from(state.config.defaults)  # the server's --temp etc., every protocol
     gen.target = await state.target_for(model)
     _ready_for(state, gen)
+    wanted = gen.target or state.engine.default
+    log.info("request model=%s", wanted.name if wanted else "-")
     handle = RequestHandle(asyncio.get_running_loop(), gen)
     handle.count_only = count_only  # engine: tokenize only, answer with the count (batch.Engine._count)
     state.engine.submit(handle)

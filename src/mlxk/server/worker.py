@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlxk.engine.batch import Engine
     from mlxk.engine.requests import EngineError
-    from mlxk.server.app import ServerConfig, ServeState, build_app, resolve_target
+    from mlxk.server.app import ServerConfig, ServeState, build_app
+    from mlxk.server.model_access import resolve_target
     from mlxk.server.model_access import parse_aliases
 
     target = None
