@@ -103,6 +103,7 @@ def test_launch_runs_the_agent_against_the_server(agent, serve_model_dir, agents
         assert rec["args"][:1] == ["-c"] and "wire_api=\"responses\"" in rec["args"][1]
         assert "--profile" not in rec["args"]  # Codex 0.171 refuses a [profiles.*] table with --profile
         assert rec["config"]["model_provider"] == "mlxk" and "profiles" not in rec["config"]
+        assert rec["config"]["model_providers"]["mlxk"]["stream_idle_timeout_ms"] >= 3_600_000  # slow prefills
         assert not Path(env["CODEX_HOME"]).exists()  # the temporary home is removed after
     else:
         assert rec["settings"]["security"]["auth"]["selectedType"] == "gemini-api-key"

@@ -71,10 +71,13 @@ def plan_for(agent: str, base: str, key: str, model: str, context: int | None) -
     if agent == "codex":
         # Top-level settings in the temporary CODEX_HOME, no profile: Codex 0.171 refuses
         # `--profile` with a [profiles.*] table in config.toml (it wants <name>.config.toml).
-        provider = f'{{name="mlxk", base_url="{base}/v1", wire_api="responses", env_key="{PROVIDER_KEY_ENV}"}}'
+        # stream_idle_timeout_ms: Codex reconnects (5 times, each a new prefill) after 5 minutes without an event
+        provider = (f'{{name="mlxk", base_url="{base}/v1", wire_api="responses", env_key="{PROVIDER_KEY_ENV}", '
+                    f'stream_idle_timeout_ms={SLOW_PREFILL_MS}}}')
         window = f"model_context_window = {context}\n" if context else ""
         config = (f'model = {json.dumps(model)}\nmodel_provider = "mlxk"\n{window}\n[model_providers.mlxk]\n'
-                  f'name = "mlxk"\nbase_url = "{base}/v1"\nwire_api = "responses"\nenv_key = "{PROVIDER_KEY_ENV}"\n')
+                  f'name = "mlxk"\nbase_url = "{base}/v1"\nwire_api = "responses"\nenv_key = "{PROVIDER_KEY_ENV}"\n'
+                  f'stream_idle_timeout_ms = {SLOW_PREFILL_MS}\n')
         return Plan(env={PROVIDER_KEY_ENV: key}, args=["-c", f"model_providers.mlxk={provider}"],
                     files={"config.toml": config}, home_var="CODEX_HOME")
     if agent == "gemini":
