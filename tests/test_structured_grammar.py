@@ -153,3 +153,20 @@ def test_run_refuses_a_bad_schema_file_before_loading(tmp_path, content, fragmen
     assert rc == 1 and payload["error"]["type"] == "ValidationError"
     assert payload["error"]["message"].startswith("--json-schema:") and fragment in payload["error"]["message"]
     assert str(tmp_path) not in payload["error"]["message"]  # the file's name, never an absolute path
+
+
+def test_tool_schemas_with_keywords_the_grammar_cannot_enforce_are_accepted():
+    """Claude Code's tools use propertyNames: the request must not be refused for it."""
+    from mlxk.engine.constraints import check, plan
+    from mlxk.engine.requests import GenerationRequest, SamplingParams
+
+    params = {"type": "object", "properties": {"tags": {"type": "object", "propertyNames": {"pattern": "^[a-z]+$"},
+                                                        "additionalProperties": {"type": "string"}}},
+              "required": ["tags"]}
+    tool = {"type": "function", "function": {"name": "TaskCreate", "parameters": params}}
+    for choice in ("auto", "required", "TaskCreate"):
+        req = GenerationRequest(None, SamplingParams(), messages=[{"role": "user", "content": "x"}],
+                                tools=[tool], tool_choice=choice)
+        check(req)
+    assert plan(GenerationRequest(None, SamplingParams(), messages=[{"role": "user", "content": "x"}],
+                                  tools=[tool], tool_choice="required")).mode == "call"

@@ -74,9 +74,17 @@ def _parameters(tool: dict) -> dict:
     return params if isinstance(params, dict) else {"type": "object", "properties": {}}
 
 
-def _json_grammar(schema: dict, field: str = "output_format", index: int | None = None) -> str:
+# A tool's parameters describe what the tool accepts; agents send schemas with keywords the
+# grammar cannot enforce (Claude Code: propertyNames). Those are compiled leniently (the
+# keyword is not enforced, the tool still validates its input) instead of refusing the
+# whole request. An output format the client asked for is enforced as written, or refused.
+TOOL_OPTIONS = {**JSON_OPTIONS, "lenient": True}
+
+
+def _json_grammar(schema: dict, field: str = "output_format", index: int | None = None,
+                  options: dict = JSON_OPTIONS) -> str:
     try:
-        return _llg().LLMatcher.grammar_from_json_schema(_canonical(schema), overrides=JSON_OPTIONS)
+        return _llg().LLMatcher.grammar_from_json_schema(_canonical(schema), overrides=options)
     except ValueError as exc:
         raise SchemaError(f"Invalid JSON schema: {exc}", field, index) from None
 
@@ -86,7 +94,7 @@ def _call_schema(tools: list[dict]) -> dict:
                                                   "arguments": _parameters(t)},
                 "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
     schema = options[0] if len(options) == 1 else {"anyOf": options}
-    return {**schema, "x-guidance": JSON_OPTIONS}
+    return {**schema, "x-guidance": TOOL_OPTIONS}
 
 
 _checked: OrderedDict[str, str] = OrderedDict()  # grammar text -> "" or the error, without a tokenizer
@@ -129,7 +137,7 @@ def plan(req: GenerationRequest, tok: Any = None) -> Spec | None:
         raise SchemaError("tool_choice 'required' needs at least one tool", "tool_choice")
     for i, t in enumerate(req.tools or []):
         if _tool_function(t).get("name"):
-            err = _grammar_error(_json_grammar(_parameters(t), "tools", i))
+            err = _grammar_error(_json_grammar(_parameters(t), "tools", i, TOOL_OPTIONS))
             if err:
                 raise SchemaError(f"Invalid parameters schema for tool '{_tool_function(t)['name']}': {err}", "tools", i)
     if tools and choice not in (None, "auto", "none"):
