@@ -13,7 +13,7 @@ from tests.serve_fixture import ServerProc
 
 httpx = pytest.importorskip("httpx2")
 
-LONG = "The quick brown fox jumps over the lazy dog while the cat sleeps. " * 100  # ~1.4k tokens
+LONG = "The quick brown fox jumps over the lazy dog while the cat sleeps. " * 70  # ~1k tokens
 FAST_KEEPALIVE = {"MLXK_SSE_KEEPALIVE_S": "0.2"}
 
 
