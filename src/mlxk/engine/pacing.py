@@ -11,7 +11,7 @@ is (still bounded, so a shutdown or a cancel is seen within about a second or tw
 
 from __future__ import annotations
 
-BUSY_BUDGET_S = 0.5  # a tick's prefill while other streams decode: their inter-token gap
+BUSY_BUDGET_S = 0.25  # a tick's prefill while other streams decode: their inter-token gap
 IDLE_BUDGET_S = 1.5  # a tick's prefill when nothing decodes: how soon interrupts are seen
 MIN_STEP, MAX_STEP = 16, 2048
 
