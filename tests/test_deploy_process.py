@@ -126,6 +126,7 @@ def test_two_deployments_lifecycle(deploy_root, demo_model_in_cache, demo_model_
     lines = _ok("logs", "a", "--lines", "200")["lines"]
     assert any("starting 'a': mlxk serve" in ln for ln in lines)
     assert any("loaded" in ln for ln in lines)
+    assert any("request model=" in ln for ln in lines), lines[-20:]  # the chat above is in the log
 
     old = st["pid"]
     assert _ok("restart", "a")["state"] == "running"
