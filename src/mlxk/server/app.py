@@ -77,14 +77,7 @@ def build_app(state: ServeState) -> Starlette:
             return StreamingResponse(openai_api.stream_events(handle, fmt, bool(opts.get("include_usage"))),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        async def watch() -> None:  # a non-streaming client that goes away frees its sequence too
-            while True:
-                await asyncio.sleep(0.25)
-                if await request.is_disconnected():
-                    handle.cancel()
-                    return
-
-        watcher = asyncio.create_task(watch())
+        watcher = handlers.watch_disconnect(request, handle)  # a client that goes away frees its sequence
         try:
             status, payload = await openai_api.collect(handle, fmt, gen.params.logprobs)
         finally:

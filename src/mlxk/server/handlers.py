@@ -129,9 +129,8 @@ class Result:
     usage: Usage = field(default_factory=Usage)
 
 
-async def collect(request: Request, handle: RequestHandle, first: Event) -> Result:
-    """Every event up to ``finish``; EngineError on an error or interrupt. A client that goes
-    away frees its sequence."""
+def watch_disconnect(request: Request, handle: RequestHandle) -> asyncio.Task:
+    """A task that cancels ``handle`` when a non-streaming client goes away (cancel it when done)."""
 
     async def watch() -> None:
         while True:
@@ -140,7 +139,13 @@ async def collect(request: Request, handle: RequestHandle, first: Event) -> Resu
                 handle.cancel()
                 return
 
-    watcher = asyncio.create_task(watch())
+    return asyncio.create_task(watch())
+
+
+async def collect(request: Request, handle: RequestHandle, first: Event) -> Result:
+    """Every event up to ``finish``; EngineError on an error or interrupt. A client that goes
+    away frees its sequence."""
+    watcher = watch_disconnect(request, handle)
     out = Result(model=first.model or "")
     text: list[str] = []
     reasoning: list[str] = []
