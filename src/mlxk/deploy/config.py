@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mlxk.contract import MlxkError
 from mlxk.deploy.store import NAME_PATTERN, Deployment, all_deployments
 
-KV_BITS = (2, 3, 4, 5, 6, 8)  # what mx.quantize supports
-KV_GROUP_SIZES = (32, 64, 128)
+from mlxk.engine.solo import KV_BITS, KV_GROUP_SIZES  # one list of what mx.quantize supports
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 

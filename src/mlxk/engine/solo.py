@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 
+KV_BITS = (2, 3, 4, 5, 6, 8)  # what mx.quantize supports
+KV_GROUP_SIZES = (32, 64, 128)
+
+
 @dataclass(frozen=True)
 class KVQuant:
     """``--kv-bits`` and friends (mlx-lm's kv_bits / kv_group_size / quantized_kv_start)."""
@@ -84,7 +88,7 @@ class SoloGenerator:
         hd = head_dim(model)
         if hd and hd % quant.group_size:  # else the first quantization fails inside a request
             raise ValueError(f"--kv-group-size {quant.group_size} does not divide this model's attention head "
-                             f"size ({hd}); use a group size that does (32, 64 or 128)")
+                             f"size ({hd}); use a group size that does {KV_GROUP_SIZES}")
         self.model = model
         self.kv_bits, self.kv_group_size, self.quantized_kv_start = quant.bits, quant.group_size, quant.quantized_start
         self.prefill_step_size = prefill_step_size

@@ -75,13 +75,11 @@ def request_defaults(args: argparse.Namespace):
         raise SystemExit(f"invalid request default {first['loc'][0]}: {first['msg']}") from None
 
 
-KV_BITS = (2, 3, 4, 5, 6, 8)
-KV_GROUP_SIZES = (32, 64, 128)
 
 
 def kv_quant_of(args: argparse.Namespace):
     """--kv-bits / --kv-group-size / --kv-quantized-start as the engine's KVQuant (None: off)."""
-    from mlxk.engine.solo import KVQuant
+    from mlxk.engine.solo import KV_BITS, KV_GROUP_SIZES, KVQuant
 
     if args.kv_bits is None:
         return None
