@@ -449,11 +449,22 @@ class Engine:
     def _step(self) -> None:
         bg = self._bg
         prefilling = sum(1 for s in self._seqs.values() if s.first_token_at is None)
-        bg.prefill_step_size = self._pacer.step(len(self._seqs) > prefilling,
-                                                min(prefilling, bg.prefill_batch_size))
-        with bg.stats() as stats:
-            prompt_resps, gen_resps = bg.next()
-        self._pacer.observe(stats.prompt_tokens, stats.prompt_time)
+        decoding = len(self._seqs) - prefilling
+        chunk = self._pacer.plan(decoding > 0, min(prefilling, bg.prefill_batch_size)) if prefilling else None
+        full = bg.completion_batch_size
+        if chunk is not None:
+            bg.prefill_step_size = chunk
+        elif prefilling:  # a decode-only tick (pacing.py): mlx-lm prefills nothing once the batch is "full"
+            bg.completion_batch_size = decoding
+        started = time.monotonic()
+        try:
+            with bg.stats() as stats:
+                prompt_resps, gen_resps = bg.next()
+        finally:
+            bg.completion_batch_size = full
+        took = time.monotonic() - started
+        self._pacer.observe(decoding > 0, stats.prompt_tokens, took)
+        log.debug("step: %d decoding, %d prompt tokens, %.0f ms", decoding, stats.prompt_tokens, took * 1000)
         if self.prefix_cache is not None:
             ends = [r.uid for r in prompt_resps if r.end_of_segment and not r.end_of_prompt and r.uid in self._seqs]
             if ends:

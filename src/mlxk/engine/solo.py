@@ -93,6 +93,7 @@ class SoloGenerator:
         self.kv_bits, self.kv_group_size, self.quantized_kv_start = quant.bits, quant.group_size, quant.quantized_start
         self.prefill_step_size = prefill_step_size
         self.prefill_batch_size = prefill_batch_size
+        self.completion_batch_size = 1  # read and set by the pacer's decode-only ticks; one runs at a time anyway
         self._queue: deque[_Pending] = deque()
         self._uid = 0
         self._stats = _Stats()

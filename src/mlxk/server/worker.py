@@ -124,6 +124,14 @@ def watch_supervisor(supervisor_pid: int, grace: float = 8.0) -> None:
     threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
+def log_level() -> int:
+    """``MLXK_LOG_LEVEL`` (debug, info, warning, error; default info) for mlxk's loggers. debug
+    adds one line per engine step: what a slow stream or a long prefill is waiting on."""
+    name = os.environ.get("MLXK_LOG_LEVEL", "info").strip().upper()
+    level = logging.getLevelName(name)
+    return level if isinstance(level, int) else logging.INFO
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.supervisor_pid is not None:
@@ -133,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     api_key = os.environ.pop(API_KEY_ENV, "").strip() or None  # not inherited by anything we start
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if args.log_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    level = log_level()
+    logging.basicConfig(level=max(level, logging.INFO), handlers=[handler], force=True)
+    logging.getLogger("mlxk").setLevel(level)  # debug: mlxk's own lines, not every library's
     log = logging.getLogger("mlxk.server")
     from mlxk import accel
     from mlxk.accel import report
