@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +26,8 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+
+import serving  # bench/serving.py
 
 TOPICS = ["the sea", "mountains", "a city at night", "bread", "trains", "a library", "rain", "music",
           "the moon", "gardens", "winter", "bridges", "coffee", "a river", "birds", "clocks"]
@@ -38,52 +37,17 @@ SERVER_ENV = dict(os.environ)  # both servers get the same environment
 MLX_LM_ENV: dict[str, str] = {}  # and mlx_lm.server the BLAS that mlxk loads by itself
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(serving.Server):
     def __init__(self, kind: str, model: str, path: str, extra: list[str], log_dir: Path):
         self.kind = kind
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
         if kind == "mlxk":
-            cmd = [sys.executable, "-m", "mlxk", "serve", "--model", model, "--port", str(self.port), *extra]
+            command = lambda port: [sys.executable, "-m", "mlxk", "serve", "--model", model,  # noqa: E731
+                                    "--port", str(port), *extra]
         else:
-            cmd = [sys.executable, "-m", "mlx_lm.server", "--model", path, "--port", str(self.port), *extra]
-        self.log = open(log_dir / f"{kind}-{self.port}.log", "wb")
-        env = {**SERVER_ENV, **(MLX_LM_ENV if kind == "mlx_lm" else {})}
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{kind} server exited {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise SystemExit(f"{kind} server did not start; see {self.log.name}")
-        self.model_id = self._model_id(model, path)
-
-    def _model_id(self, model: str, path: str) -> str:
-        if self.kind == "mlx_lm":
-            return path
-        return httpx.get(self.base + "/v1/models", timeout=30).json()["data"][0]["id"]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+            command = lambda port: [sys.executable, "-m", "mlx_lm.server", "--model", path,  # noqa: E731
+                                    "--port", str(port), *extra]
+        super().__init__(command, log_dir, name=kind, env={**SERVER_ENV, **(MLX_LM_ENV if kind == "mlx_lm" else {})})
+        self.model_id = path if kind == "mlx_lm" else self.first_model_id()
 
 
 def stream_chat(base: str, model: str, messages: list[dict], max_tokens: int) -> tuple[int, float, float]:

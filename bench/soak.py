@@ -7,8 +7,10 @@ N clients stream chat completions in a loop for T minutes; a third of them hang 
 mid-stream. Beside them one client sends malformed bodies, oversized bodies and long
 prompts. At the end it prints requests done / cancelled / errored, the 5xx count,
 ``active_sequences`` after the run (must be 0), the worst inter-token gap any stream saw,
-the server's RSS at start and at the end (after warm-up), and what the prefix cache wrote.
-Targets (issue 11): 0 5xx, 0 leaked sequences, RSS growth < 25 % after warm-up.
+the server's RSS after warm-up and at the end (both once it is idle again; a line every 30 s
+shows RSS beside MLX's own memory under load), and what the prefix cache wrote.
+Targets (issue 11): 0 5xx, 0 leaked sequences, RSS growth < 25 % after warm-up, both idle to
+idle and under load (from the first minute of load to the end).
 Every request goes to 127.0.0.1 only; loops are bounded by the deadline.
 """
 
@@ -19,23 +21,19 @@ import asyncio
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx2 as httpx
 
+import serving  # bench/serving.py
+
 TOPICS = ["the sea", "mountains", "a city at night", "bread", "trains", "a library", "rain", "music"]
 SYSTEM = "You are a concise assistant. " * 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker_rss_mb(supervisor_pid: int) -> float:
@@ -50,6 +48,52 @@ def worker_rss_mb(supervisor_pid: int) -> float:
     except OSError:
         pass
     return total / 1024
+
+
+def memory_metrics(base: str) -> dict[str, float]:
+    """The server's mlxk_memory_* gauges, in MB."""
+    text = httpx.get(base + "/metrics", timeout=10).text
+    return {line.split()[0].removeprefix("mlxk_memory_"): float(line.split()[1]) / 1e6
+            for line in text.splitlines() if line.startswith("mlxk_memory_")}
+
+
+def settle(base: str, limit: float = 60) -> None:
+    """Wait until the server has no request left (the clients just hung up), then 2 s more:
+    both RSS readings are taken in the same state, idle."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        health = httpx.get(base + "/health", timeout=10).json()
+        if health["active_sequences"] == 0 and health["queued"] == 0:
+            break
+        time.sleep(0.2)
+    time.sleep(2)
+
+
+class Timeline(threading.Thread):
+    """Every 30 s: the worker's RSS beside MLX's own memory, to tell what grows."""
+
+    def __init__(self, base: str, supervisor_pid: int, t0: float):
+        super().__init__(daemon=True)
+        self.base, self.pid, self.t0 = base, supervisor_pid, t0
+        self.done = threading.Event()
+        self.peak = 0.0
+        self.samples: list[float] = []  # RSS under load, every 30 s
+
+    def run(self) -> None:
+        while not self.done.wait(30):
+            try:
+                mem = memory_metrics(self.base)
+            except httpx.HTTPError:
+                continue
+            rss = worker_rss_mb(self.pid)
+            self.peak = max(self.peak, rss)
+            self.samples.append(rss)
+            print(f"  +{(time.monotonic() - self.t0) / 60:4.1f} min: RSS {rss:.0f} MB, "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in mem.items()), flush=True)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(5)
 
 
 class Stats:
@@ -159,44 +203,33 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--max-tokens", type=int, default=48)
     args = ap.parse_args()
-    port, key = free_port(), "sk-soak"
-    base = f"http://127.0.0.1:{port}"
+    key = "sk-soak"
     tmp = Path(tempfile.mkdtemp(prefix="mlxk-soak-"))
-    log = open(tmp / "serve.log", "wb")
-    env = {**os.environ, "MLXK_API_KEY": key}
-    proc = subprocess.Popen([sys.executable, "-m", "mlxk", "serve", "--model", args.model, "--port", str(port),
-                             "--prefix-cache-dir", str(tmp / "prefix-cache")], stdout=log, stderr=subprocess.STDOUT,
-                            env=env)
+    srv = serving.Server(lambda port: [sys.executable, "-m", "mlxk", "serve", "--model", args.model, "--port",
+                                       str(port), "--prefix-cache-dir", str(tmp / "prefix-cache")],
+                         tmp, env={**os.environ, "MLXK_API_KEY": key})
+    base, proc = srv.base, srv.proc
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            print((tmp / "serve.log").read_text()[-3000:])
-            return 1
         # warm-up: the same load for a tenth of the run (at least 30 s), then the RSS baseline:
         # the bounded caches (MLX's buffers, the RAM prefix cache) fill during it
         warm = max(0.5, args.minutes / 10)
         asyncio.run(run(base, args.clients, warm, args.max_tokens, key))
+        settle(base)
         rss0 = worker_rss_mb(proc.pid)
+        print(f"after warm-up: RSS {rss0:.0f} MB, "
+              + ", ".join(f"{k} {v:.0f}" for k, v in memory_metrics(base).items()), flush=True)
         t0 = time.monotonic()
+        timeline = Timeline(base, proc.pid, t0)
+        timeline.start()
         stats = asyncio.run(run(base, args.clients, args.minutes, args.max_tokens, key))
         elapsed = time.monotonic() - t0
-        time.sleep(2)
+        timeline.stop()
+        settle(base)
         health = httpx.get(base + "/health", timeout=10).json()
         metrics = httpx.get(base + "/metrics", timeout=10).text
         rss1 = worker_rss_mb(proc.pid)
     finally:
-        proc.send_signal(2)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        srv.stop()
     written = next((line.split()[1] for line in metrics.splitlines()
                     if line.startswith("mlxk_prefix_cache_bytes_written_total")), "0")
     per_req = next((line.split()[1] for line in metrics.splitlines()
@@ -209,14 +242,19 @@ def main() -> int:
     print(f"HTTP statuses {dict(sorted(stats.statuses.items()))}; 5xx: {stats.five_xx}")
     print(f"active_sequences after: {health['active_sequences']}, queued: {health['queued']}")
     print(f"worst inter-token gap: {stats.worst_gap:.2f} s")
-    print(f"server RSS: {rss0:.0f} MB after warm-up -> {rss1:.0f} MB at the end ({growth:+.1f} %)")
+    print(f"server RSS, idle: {rss0:.0f} MB after warm-up -> {rss1:.0f} MB at the end ({growth:+.1f} %)")
+    loaded = timeline.samples[1:]  # from the first minute of load on: live KV caches are in it by then
+    if len(loaded) >= 2:
+        print(f"server RSS under load: {loaded[0]:.0f} MB at 1 min -> {loaded[-1]:.0f} MB at the end "
+              f"({(loaded[-1] - loaded[0]) / loaded[0] * 100:+.1f} %), highest {timeline.peak:.0f} MB")
     print(f"prefix cache: {int(float(written)) / 1e6:.1f} MB written, {float(per_req) / 1e3:.1f} kB per request, "
           f"{health.get('prefix_cache_files')} files")
     for line in metrics.splitlines():
         if line.startswith("mlxk_memory_"):
             name, value = line.split()
             print(f"  {name}: {float(value) / 1e6:.0f} MB")
-    ok = stats.five_xx == 0 and health["active_sequences"] == 0 and growth < 25
+    load_growth = (loaded[-1] - loaded[0]) / loaded[0] * 100 if len(loaded) >= 2 else 0.0
+    ok = stats.five_xx == 0 and health["active_sequences"] == 0 and growth < 25 and load_growth < 25
     print("targets met" if ok else "TARGETS NOT MET")
     return 0 if ok else 1
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,6 +29,8 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+
+import serving  # bench/serving.py
 
 TOPICS = ["sailors", "bakers", "train drivers", "librarians", "gardeners", "musicians", "astronomers", "clockmakers"]
 PERSON = {"type": "object", "properties": {
@@ -45,39 +45,11 @@ MANY = {"type": "object", "properties": {"people": {"type": "array", "items": PE
         "required": ["people"], "additionalProperties": False}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
+class Server(serving.Server):
     def __init__(self, model: str, log_dir: Path):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_dir / f"mlxk-{self.port}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "mlxk", "serve", "--model", model, "--port",
-                                      str(self.port), "--no-prefix-cache"], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"server exited {self.proc.returncode}; log in {log_dir}")
-            try:
-                if httpx.get(self.base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.model = httpx.get(self.base + "/v1/models", timeout=10).json()["data"][0]["id"]
-
-    def stop(self) -> None:
-        self.proc.send_signal(2)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        super().__init__(lambda port: [sys.executable, "-m", "mlxk", "serve", "--model", model, "--port", str(port),
+                                       "--no-prefix-cache"], log_dir)
+        self.model = self.first_model_id()
 
 
 def stream(srv: Server, body: dict) -> tuple[int, float]:

@@ -32,7 +32,8 @@ def _tokens(lines):
 
 
 def test_running_streams_keep_their_pace_while_a_long_prompt_is_prefilled(serve_model_dir, tmp_path):
-    srv = ServerProc(serve_model_dir, tmp_path, "--no-prefix-cache", env=FAST_KEEPALIVE).wait_ready()
+    srv = ServerProc(serve_model_dir, tmp_path, "--no-prefix-cache",
+                     env={**FAST_KEEPALIVE, "MLXK_LOG_LEVEL": "debug"}).wait_ready()
     try:
         running, long = [], []
         started = threading.Event()
@@ -43,8 +44,17 @@ def test_running_streams_keep_their_pace_while_a_long_prompt_is_prefilled(serve_
         t_submit = time.monotonic()
         _stream(srv.base, {"prompt": LONG, "max_tokens": 2, "temperature": 0, "stream": True}, long)
         a.join(300)
+        deadline = time.monotonic() + 10  # the engine trims on its first idle tick after the last stream
+        while "heap trimmed" not in srv.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = srv.log()
     finally:
         srv.stop()
+    # the pacer alternates chunk and decode-only steps while the other stream decodes (engine/pacing.py)
+    steps = [line.split("step: ", 1)[1] for line in log.splitlines() if "step: " in line]
+    assert any(s.startswith("1 decoding, 0 prompt") for s in steps) and \
+        any(s.startswith("1 decoding,") and not s.startswith("1 decoding, 0 prompt") for s in steps), steps[-20:]
+    assert "heap trimmed" in log  # freed memory given back once the batch emptied (engine/heap.py)
     long_tokens = _tokens(long)
     assert long_tokens, long[-3:]
     window = [t for t in _tokens(running) if t_submit <= t <= long_tokens[0]]

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mlxk.engine import tool_prompt  # issue 14: tools in the template or the fallback format
+from mlxk.engine import heap, tool_prompt  # tool_prompt (issue 14): tools in the template or the fallback format
 from mlxk.engine.bridge import RequestHandle, posts_per_step
 from mlxk.engine.constraints import constrain
 from mlxk.engine.loading import FailedLoads, describe_failure, load_model
@@ -81,6 +81,7 @@ class Engine:
         self._sampler_failures: dict[int, Exception] = {}
         self._pacer = PrefillPacer()
         self._last_active = time.monotonic()
+        self._trimmed = True  # freed heap memory already given back since the last step
 
     # --- loop side ---------------------------------------------------------------
 
@@ -239,6 +240,10 @@ class Engine:
             with posts_per_step():
                 self._step()
             self._last_active = time.monotonic()
+            self._trimmed = False
+        elif not self._trimmed and not self._waiting and not self._loading and self._inbox.empty():
+            heap.release_free_memory()  # once per busy spell (engine/heap.py)
+            self._trimmed = True
         elif self.idle_unload and self._bg is not None and not self._waiting and not self._loading \
                 and self._inbox.empty() and time.monotonic() - self._last_active > self.idle_unload:
             log.info("idle for %ss: unloading %s", self.idle_unload, self.current.name if self.current else "")

@@ -366,10 +366,7 @@ async def stream(handle, first, msg_id: str) -> AsyncIterator[bytes]:
 
 async def messages(state, request: Request) -> Response:
     try:
-        handlers.check_auth(state, request)
-        body = await handlers.read_json(request)
-        gen, req = parse(body, state.config.max_tokens)
-        handle, first = await handlers.start(state, gen, req.model)
+        handle, first, req = await handlers.begin(state, request, parse)
     except EngineError as err:
         return error_response(err)
     msg_id = "msg_" + uuid.uuid4().hex[:24]

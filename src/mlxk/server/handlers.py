@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from starlette.requests import Request
 
@@ -86,6 +86,18 @@ def _check_constraint(gen: GenerationRequest) -> None:
         param = exc.field if getattr(exc, "index", None) is None else f"{exc.field}[{exc.index}]"
         raise EngineError(400, exc.message, param=param,
                           code="invalid_schema" if exc.field != "tool_choice" else None) from None
+
+
+async def begin(state, request: Request, parse: Callable[[dict, int], tuple[GenerationRequest, Any]]
+                ) -> tuple[RequestHandle, Event, Any]:
+    """What a generating endpoint does first, whatever its protocol: the key, the body, the
+    protocol's ``parse(body, max_tokens) -> (GenerationRequest, its request model)``, then
+    :func:`start` (EngineError at any step). Returns the handle, its first event, the model."""
+    check_auth(state, request)
+    body = await read_json(request)
+    gen, req = parse(body, state.config.max_tokens)
+    handle, first = await start(state, gen, req.model)
+    return handle, first, req
 
 
 async def start(state, gen: GenerationRequest, model: Any, count_only: bool = False) -> tuple[RequestHandle, Event]:

@@ -341,10 +341,7 @@ async def stream(handle, first, shell: Shell) -> AsyncIterator[bytes]:
 
 async def responses(state, request: Request) -> Response:
     try:
-        handlers.check_auth(state, request)
-        body = await handlers.read_json(request)
-        gen, req = parse(body, state.config.max_tokens)
-        handle, first = await handlers.start(state, gen, req.model)
+        handle, first, req = await handlers.begin(state, request, parse)
     except EngineError as err:
         return JSONResponse(error_body(err), status_code=err.status,
                             headers={"Retry-After": "2"} if err.status == 503 else None)
