@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -137,4 +138,8 @@ async def scenario(name: str, model_dir: Path) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(scenario(sys.argv[1], Path(sys.argv[2])))))
+    print(json.dumps(asyncio.run(scenario(sys.argv[1], Path(sys.argv[2])))), flush=True)
+    # as the server's worker does (server/worker.py): MLX used from the engine thread can abort
+    # the interpreter's teardown (ml-explore/mlx#3126); everything is printed, so leave directly
+    sys.stderr.flush()
+    os._exit(0)
