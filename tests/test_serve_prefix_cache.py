@@ -178,3 +178,36 @@ def test_disk_gets_only_reusable_snapshots_and_metrics_count_the_bytes(serve_mod
         assert u.prompt_tokens_details.cached_tokens >= u.prompt_tokens - 8, (u, srv.log())
     finally:
         srv.stop()
+
+
+def test_a_prefill_the_client_gave_up_on_is_kept_for_its_retry(serve_model_dir, tmp_path):
+    """An agent that times out and sends the same request again does not start from zero."""
+    srv = ServerProc(serve_model_dir, tmp_path, "--prefix-cache-dir", str(tmp_path / "pc"),
+                     env={"MLXK_SSE_KEEPALIVE_S": "0.2"}).wait_ready()
+    body = {"messages": [{"role": "user", "content": "Summarize: " + "the river runs past the mill and on to the sea. " * 120}],
+            "max_tokens": 8, "temperature": 0}
+    try:
+        with httpx.Client(timeout=120) as c:
+            with c.stream("POST", srv.base + "/v1/chat/completions", json={**body, "stream": True}) as r:
+                keepalives = 0
+                for line in r.iter_lines():
+                    keepalives += line == ": keep-alive"
+                    assert '"finish_reason": "' not in line, "the prefill ended before the client gave up"
+                    if keepalives == 8:  # well into the prefill: hang up
+                        break
+            deadline = time.time() + 30
+            while c.get(srv.base + "/health").json()["active_sequences"] and time.time() < deadline:
+                time.sleep(0.1)
+            retry = c.post(srv.base + "/v1/chat/completions", json=body).json()
+    finally:
+        srv.stop()
+    usage = retry["usage"]
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    assert 16 <= cached < usage["prompt_tokens"], (usage, srv.log())
+    (tmp_path / "plain").mkdir()
+    plain = ServerProc(serve_model_dir, tmp_path / "plain", "--no-prefix-cache").wait_ready()
+    try:  # going on from the partial prefill gives the same answer as a prefill from zero
+        fresh = httpx.post(plain.base + "/v1/chat/completions", json=body, timeout=120).json()
+    finally:
+        plain.stop()
+    assert retry["choices"][0]["message"]["content"] == fresh["choices"][0]["message"]["content"]

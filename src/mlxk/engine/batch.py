@@ -446,10 +446,21 @@ class Engine:
 
     def _drop_cancelled(self) -> None:
         gone = [uid for uid, s in self._seqs.items() if s.handle.cancelled]
-        if gone:
-            self._bg.remove(gone)
-            for uid in gone:
-                self._seqs.pop(uid).handle.post(Event("error", error=CANCELLED))
+        if not gone:
+            return
+        # A prompt cut off in its prefill keeps what was done in the RAM prefix cache: the
+        # client's retry (an agent's timeout, a message sent again) goes on from there.
+        keep = self.prefix_cache is not None and any(self._seqs[uid].first_token_at is None for uid in gone)
+        caches = self._bg.remove(gone, return_prompt_caches=keep) or {}
+        for uid in gone:
+            s = self._seqs.pop(uid)
+            partial = caches.get(uid) if s.first_token_at is None else None
+            if partial is not None:
+                cache, toks = partial
+                toks = list(toks)
+                if len(toks) > s.usage.cached_tokens and toks == s.prompt[:len(toks)]:
+                    self.prefix_cache.store(self.current.key, toks, cache, kind="user")
+            s.handle.post(Event("error", error=CANCELLED))
 
     def _step(self) -> None:
         bg = self._bg
