@@ -12,7 +12,7 @@ httpx = pytest.importorskip("httpx2")
 from tests.serve_fixture import ServerProc  # noqa: E402
 
 KEY = "sk-ant-test"
-ALIAS = "claude-sonnet-4-5"
+ALIAS = "claude-sonnet-5-5"
 ASK = [{"role": "user", "content": "Name three colors."}]
 WEATHER = {"name": "get_weather", "description": "Current weather of a city",
            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}

@@ -47,7 +47,7 @@ def _cfg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true",
                    help="let the model's tokenizer run Python code shipped with it (off: mlxk never does by default)")
     p.add_argument("--alias", action="append", metavar="NAME=MODEL",
-                   help="serve MODEL to requests naming NAME, e.g. claude-sonnet-4-5=SmolLM2 (repeatable; NAME '*' "
+                   help="serve MODEL to requests naming NAME, e.g. claude-sonnet-5-5=SmolLM2 (repeatable; NAME '*' "
                         "takes every other name)")
     p.add_argument("--context-length", type=int, metavar="TOKENS",
                    help="the context window to assume instead of the model's own (agents' prompts may need more)")

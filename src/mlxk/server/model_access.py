@@ -81,7 +81,7 @@ class ModelAccess:
         if requested is not None and not isinstance(requested, str):
             raise EngineError(400, "'model' must be a string", param="model")
         aliased = self.alias_of(requested, default)
-        if aliased is not None:  # aliases first: agents send names like claude-sonnet-4-5
+        if aliased is not None:  # aliases first: agents send names like claude-sonnet-5-5
             return await self._operator_target(aliased, default)
         if not requested or (default and requested in (default.name, self.default_spec)):
             if default is None:
