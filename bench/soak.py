@@ -101,6 +101,7 @@ class Stats:
         self.done = self.cancelled = self.errored = self.five_xx = self.four_xx = 0
         self.refused_unread = 0  # oversized bodies cut off by the server's 413 + close
         self.worst_gap = 0.0
+        self.gaps: list[float] = []
         self.statuses: dict[int, int] = {}
 
     def status(self, code: int) -> None:
@@ -130,10 +131,13 @@ async def streamer(client: httpx.AsyncClient, base: str, idx: int, deadline: flo
                 async for line in r.aiter_lines():
                     if not line.startswith("data: {"):
                         continue
-                    now = time.monotonic()
-                    if last is not None:
-                        stats.worst_gap = max(stats.worst_gap, now - last)
-                    last, n = now, n + 1
+                    n += 1
+                    if '"content": "' in line and '"content": ""' not in line:  # a token's text, not the role chunk
+                        now = time.monotonic()
+                        if last is not None:  # between tokens: the wait for the first one is its TTFT
+                            stats.worst_gap = max(stats.worst_gap, now - last)
+                            stats.gaps.append(now - last)
+                        last = now
                     if '"error"' in line:
                         stats.errored += 1
                         break
@@ -241,7 +245,9 @@ def main() -> int:
           f"oversized cut off by 413 {stats.refused_unread}")
     print(f"HTTP statuses {dict(sorted(stats.statuses.items()))}; 5xx: {stats.five_xx}")
     print(f"active_sequences after: {health['active_sequences']}, queued: {health['queued']}")
-    print(f"worst inter-token gap: {stats.worst_gap:.2f} s")
+    gaps = sorted(stats.gaps) or [0.0]
+    print(f"inter-token gaps: worst {stats.worst_gap:.2f} s, 99th percentile {gaps[int(0.99 * (len(gaps) - 1))]:.2f} s, "
+          f"median {gaps[len(gaps) // 2]:.2f} s")
     print(f"server RSS, idle: {rss0:.0f} MB after warm-up -> {rss1:.0f} MB at the end ({growth:+.1f} %)")
     loaded = timeline.samples[1:]  # from the first minute of load on: live KV caches are in it by then
     if len(loaded) >= 2:
