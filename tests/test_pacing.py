@@ -55,8 +55,16 @@ def test_a_chunk_follows_a_cost_that_grows_with_the_context():
 
 def test_a_fixed_cost_above_the_target_leaves_the_smallest_chunk():
     pacer = PrefillPacer()
-    ticks = run(pacer, 30, decode_s=0.3, fixed_s=0.5, per_token_s=lambda done: 0.01)
+    ticks = run(pacer, 30, decode_s=0.1, fixed_s=0.8, per_token_s=lambda done: 0.01)
     assert ticks[-1][0] + ticks[-2][0] == MIN_STEP  # still progress, never zero
+
+
+def test_when_decoding_alone_fills_the_pair_prefill_keeps_a_third_of_the_time():
+    pacer = PrefillPacer()  # many rows on a small CPU: a decode-only tick takes 0.9 s
+    ticks = run(pacer, 60, decode_s=0.9, fixed_s=0.1, per_token_s=lambda done: 0.005)
+    chunk_tick = next(t for t in reversed(ticks) if t[0])
+    assert chunk_tick[1] == pytest.approx(2 * 0.9, rel=0.15)  # (1.8 - 0.9 - 0.1) / 0.005 = 160 tokens
+    assert chunk_tick[0] > 100
 
 
 def test_nothing_decoding_means_no_decode_only_ticks_and_the_idle_target():

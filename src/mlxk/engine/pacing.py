@@ -20,7 +20,9 @@ comes), so what it feels is a pair of ticks; a pair with one bigger chunk pays t
 part once instead of twice (on two cores: about three times the prefill speed for the
 same worst gap). Targets:
 
-* ``BUSY_PAIR_S``: a chunk tick plus a decode-only tick, while streams decode;
+* ``BUSY_PAIR_S``: a chunk tick plus a decode-only tick, while streams decode (when the
+  decode-only tick alone takes half of that, as with many rows on a small CPU, a chunk tick
+  may take twice a decode-only one: prefill keeps a third of the time);
 * ``IDLE_TICK_S``: a tick when nothing decodes (how soon a cancel or a shutdown is seen).
 """
 
@@ -60,8 +62,11 @@ class PrefillPacer:
                 self.decode_s = seconds if self.decode_s is None else 0.7 * self.decode_s + 0.3 * seconds
             return
         self._rest = decoding
-        if decoding:  # the chunk tick gets what the decode-only tick leaves of the pair
-            target = max(BUSY_PAIR_S - (self.decode_s or 0.0), BUSY_PAIR_S / 4)
+        if decoding:  # the chunk tick gets what the decode-only tick leaves of the pair, and when
+            # decoding alone fills the pair (many rows), still as long again as a decode: new
+            # requests get a third of the time instead of starving
+            decode = self.decode_s or 0.0
+            target = max(BUSY_PAIR_S - decode, 2 * decode)
         else:
             target = IDLE_TICK_S
         if tokens < self._planned and seconds < target:
