@@ -17,8 +17,8 @@ up as the context grows.
 While streams decode, ticks alternate: one with a chunk, one that only decodes. A running
 stream's text may wait two ticks (a lone space before a digit is held until the digit
 comes), so what it feels is a pair of ticks; a pair with one bigger chunk pays the fixed
-part once instead of twice (on two cores: about three times the prefill speed for the
-same worst gap). Targets:
+part once instead of twice (on two cores: about three times the prefill speed, and a
+lower worst gap). Targets:
 
 * ``BUSY_PAIR_S``: a chunk tick plus a decode-only tick, while streams decode (when the
   decode-only tick alone takes half of that, as with many rows on a small CPU, a chunk tick
