@@ -196,8 +196,13 @@ def test_rm_refuses_workspace_and_reports_ambiguity(populated, tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "config.json").write_text("{}")
-    payload, rc = run_json("rm", str(ws))
-    assert (rc, payload["error"]["type"]) == (1, "ValidationError")
+    for typed in (str(ws), "./ws", "ws/"):
+        payload, rc = run_json("rm", typed, cwd=tmp_path)
+        assert (rc, payload["error"]["type"], payload["data"]) == (1, "workspace_model", {"model": str(ws)})
+        assert payload["error"]["message"].startswith(f"'{ws}' is a workspace")
+        upstream_validate(payload)
+    human = run_cli("rm", "--force", "./ws", cwd=tmp_path)
+    assert human.returncode == 1 and "is a workspace" in human.stderr
     assert (ws / "config.json").exists()
     payload, rc = run_json("rm", "Llama-3.2")
     assert payload["error"]["type"] == "ambiguous_match"
@@ -317,19 +322,21 @@ def workspaces(tmp_path):
 
 
 @pytest.mark.parametrize("typed,names", [
-    ("./models", ["./models/gemma-a", "./models/gemma-b", "./models/gguf-only", "./models/org/deep-model",
-                  "./models/qwen"]),
-    ("./models/", ["./models/gemma-a", "./models/gemma-b", "./models/gguf-only", "./models/org/deep-model",
-                   "./models/qwen"]),
-    ("./models/gemma-", ["./models/gemma-a", "./models/gemma-b"]),
-    ("./models/qwen", ["./models/qwen"]),
-    ("./models/o", ["./models/org/deep-model"]),
+    ("./models", ["models/gemma-a", "models/gemma-b", "models/gguf-only", "models/org/deep-model", "models/qwen"]),
+    ("./models/", ["models/gemma-a", "models/gemma-b", "models/gguf-only", "models/org/deep-model", "models/qwen"]),
+    ("models/", ["models/gemma-a", "models/gemma-b", "models/gguf-only", "models/org/deep-model", "models/qwen"]),
+    ("./models/gemma-", ["models/gemma-a", "models/gemma-b"]),
+    ("./models/qwen", ["models/qwen"]),
+    ("models/qwen/", ["models/qwen"]),
+    ("./models/../models/qwen", ["models/qwen"]),
+    ("./models/o", ["models/org/deep-model"]),
     ("./models/zzz", []),
 ])
-def test_list_path_names_workspaces_as_typed(workspaces, typed, names):
+def test_list_path_names_workspaces_by_full_path(workspaces, typed, names):
+    """Spec 0.1.7: a workspace model's name is its full path, whatever relative form was typed."""
     payload, rc = run_json("list", typed, cwd=workspaces)
     assert rc == 0, payload
-    assert [m["name"] for m in payload["data"]["models"]] == names
+    assert [m["name"] for m in payload["data"]["models"]] == [str(workspaces / n) for n in names]
     assert payload["data"]["count"] == len(names)
     assert all(m["cached"] is False and m["hash"] is None for m in payload["data"]["models"])
     upstream_validate(payload)
@@ -340,11 +347,47 @@ def test_list_absolute_path_and_cache_untouched(workspaces, populated):
     payload, _ = run_json("list", typed)
     assert [m["name"] for m in payload["data"]["models"]] == [typed + "a", typed + "b"]
     assert payload["data"]["models"][0]["health"] == "healthy" and payload["data"]["models"][0]["framework"] == "MLX"
-    human = run_cli("list", "./models/gemma-", cwd=workspaces)
-    assert [line.split()[0] for line in human.stdout.splitlines()[1:]] == ["./models/gemma-a", "./models/gemma-b"]
+    human = run_cli("list", "../gemma-", cwd=workspaces / "models" / "org")
+    assert [line.split()[0] for line in human.stdout.splitlines()[1:]] == [typed + "a", typed + "b"]
+
+
+@pytest.mark.parametrize("typed", ["./qwen", "qwen/", "../qwen", "../../models/qwen", "../org/../qwen/"])
+def test_show_and_health_name_a_workspace_by_full_path(workspaces, typed):
+    cwd = workspaces / "models" / ("org" if typed.startswith("..") else "")
+    full = str(workspaces / "models" / "qwen")
+    payload, rc = run_json("show", typed, cwd=cwd)
+    assert (rc, payload["data"]["model"]["name"], payload["data"]["model"]["cached"]) == (0, full, False)
+    upstream_validate(payload)
+    payload, rc = run_json("health", typed, cwd=cwd)
+    assert (rc, [e["name"] for e in payload["data"]["healthy"]]) == (0, [full])
+    upstream_validate(payload)
+    assert run_cli("show", typed, cwd=cwd).stdout.splitlines()[0].split()[-1] == full
+    assert run_cli("health", typed, cwd=cwd).stdout.splitlines()[0] == f"ok   {full}"
 
 
 def test_list_path_that_does_not_exist(workspaces):
     payload, rc = run_json("list", "./nowhere/x", cwd=workspaces)
     assert (rc, payload["error"]["type"], payload["error"]["message"]) == (
         1, "model_not_found", "Workspace path './nowhere/x' does not exist")
+
+
+def test_unfinished_download_files_are_unhealthy_in_list_show_health(cache):
+    """A download that stopped leaves ``*.partial`` / ``*.tmp``: every view names the file."""
+    cache.add("org/ok", mlx_chat_files())
+    cache.add("org/stopped", {**mlx_chat_files(), "model-00001-of-00002.safetensors.partial": b"\0" * 32})
+    cache.add("org/stopped-tmp", {**mlx_chat_files(), "tokenizer.json.tmp": b"{"})
+    expected = {"org/stopped": "model-00001-of-00002.safetensors.partial", "org/stopped-tmp": "tokenizer.json.tmp"}
+    listed, rc = run_json("list")
+    by_name = {m["name"]: m for m in listed["data"]["models"]}
+    assert rc == 0 and by_name["org/ok"]["health"] == "healthy"
+    for name, leftover in expected.items():
+        assert (by_name[name]["health"], by_name[name]["runtime_compatible"]) == ("unhealthy", False)
+        assert by_name[name]["reason"].startswith("Interrupted download") and leftover in by_name[name]["reason"]
+        shown, _ = run_json("show", name)
+        assert shown["data"]["model"]["reason"] == by_name[name]["reason"]
+    checked, _ = run_json("health")
+    assert {e["name"]: e["reason"] for e in checked["data"]["unhealthy"]} == {
+        name: by_name[name]["reason"] for name in expected}
+    upstream_validate(checked)
+    human = run_cli("health", "org/stopped")
+    assert "FAIL org/stopped: Interrupted download" in human.stdout and "safetensors.partial" in human.stdout

@@ -153,9 +153,18 @@ def _sharded(**overrides):
         (None, lambda snap, repo: (repo / "blobs" / "deadbeef.incomplete").write_bytes(b"12"), "Interrupted download: 1 incomplete file(s)"),
         (None, lambda snap, repo: (snap / "special_tokens_map.json").unlink(), "Interrupted download: missing special_tokens_map.json"),
         ({k: v for k, v in mlx_chat_files().items() if k != "tokenizer.json"}, None, "Tokenizer files missing"),
+        ({**mlx_chat_files(), "model.safetensors.partial": b"\0" * 64}, None,
+         "Interrupted download: unfinished file(s) model.safetensors.partial"),
+        ({**mlx_chat_files(), "tokenizer.json.tmp": b"{"}, None, "Interrupted download: unfinished file(s) tokenizer.json.tmp"),
+        # the leftover explains the missing shard: it is the reason, not the shard
+        (_sharded(**{"model-00002-of-00002.safetensors": None, "model-00002-of-00002.safetensors.partial": b"\0"}), None,
+         "Interrupted download: unfinished file(s) model-00002-of-00002.safetensors.partial"),
+        ({k: v for k, v in mlx_chat_files().items() if k != "config.json"} | {"config.json.tmp": b"{"}, None,
+         "Interrupted download: unfinished file(s) config.json.tmp"),
     ],
     ids=["no-config", "config-not-object", "config-not-json", "no-weights", "weights-not-downloaded", "missing-shard", "empty-shard",
-         "shards-without-index", "lfs-pointer", "broken-symlink", "incomplete-blob", "tree-listing", "tokenizer"],
+         "shards-without-index", "lfs-pointer", "broken-symlink", "incomplete-blob", "tree-listing", "tokenizer",
+         "partial-file", "tmp-file", "partial-shard", "tmp-config"],
 )
 def test_integrity_problems(cache, files, after, reason):
     m = _corrupt(cache, "org/corrupt", files, after)
@@ -181,7 +190,7 @@ def test_workspace_model_object(tmp_path, monkeypatch):
         (ws / name).write_bytes(content)
     monkeypatch.chdir(tmp_path)
     m = obj("./ws")
-    assert (m["name"], m["hash"], m["cached"], m["health"], m["framework"]) == ("./ws", None, False, "healthy", "MLX")
+    assert (m["name"], m["hash"], m["cached"], m["health"], m["framework"]) == (str(ws), None, False, "healthy", "MLX")
 
 
 def test_gguf_without_readable_header_is_unhealthy(cache):
@@ -286,3 +295,17 @@ def test_health_and_list_agree(cache):
         if status == "unhealthy":
             assert reason == listed[name][1], name
     assert data["summary"] == {"total": 5, "healthy_count": 1, "unhealthy_count": 4}
+
+
+@pytest.mark.parametrize("leftover", ["model.safetensors.partial", "weights/model.safetensors.tmp"])
+def test_unfinished_files_make_a_workspace_unhealthy(tmp_path, leftover):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for name, content in mlx_chat_files().items():
+        (ws / name).write_bytes(content)
+    assert obj(str(ws))["health"] == "healthy"
+    (ws / leftover).parent.mkdir(exist_ok=True)
+    (ws / leftover).write_bytes(b"\0" * 10)
+    m = obj(str(ws))
+    assert (m["health"], m["runtime_compatible"]) == ("unhealthy", False)
+    assert m["reason"] == f"Interrupted download: unfinished file(s) {leftover} (download the model again)"

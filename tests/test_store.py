@@ -116,10 +116,16 @@ def test_workspace_paths(tmp_path, monkeypatch):
     ws.mkdir()
     monkeypatch.chdir(tmp_path)
     ref = resolve("./ws")
-    assert (ref.name, ref.cached, ref.path.resolve()) == ("./ws", False, ws.resolve())
+    assert (ref.name, ref.cached, ref.path.resolve(), ref.typed) == (str(ws), False, ws.resolve(), "./ws")
     assert resolve(str(ws)).name == str(ws)
+    # spec 0.1.7: a workspace's name is its full path, whatever relative form was typed
+    (tmp_path / "x").mkdir()
+    monkeypatch.chdir(tmp_path / "x")
+    assert [resolve(s).name for s in ("../ws", "../ws/", "../x/../ws", "./../ws")] == [str(ws)] * 4
+    monkeypatch.chdir(tmp_path)
+    assert resolve("ws/").name == str(ws)  # a trailing slash makes it a path: no Hub name ends with one
     monkeypatch.chdir(ws)
-    assert resolve(".").name == "."
+    assert resolve(".").name == str(ws)
     with pytest.raises(MlxkError) as err:
         resolve("./missing")
     assert err.value.type == "model_not_found"

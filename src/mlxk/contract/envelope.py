@@ -17,6 +17,7 @@ _EXIT_CODES: dict[str, int] = {
     "locks_present": 1,
     "not_runnable": 1,
     "unhealthy": 1,
+    "workspace_model": 1,  # rm on a folder the user manages (mlxk never deletes those)
     "cancelled": 130,
     "download_failed": 2,
     "NetworkError": 2,

@@ -10,6 +10,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+# What a download (or copy) that never finished leaves in a model folder: huggingface_hub's
+# own ``.incomplete``, and ``.partial``/``.tmp`` of other downloaders (curl, wget, browsers, rsync).
+UNFINISHED_SUFFIXES = (".partial", ".tmp", ".incomplete")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".npz", ".pt", ".pth")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt", "spiece.model")
 SKIP_DIRS = {".git", ".cache", "__pycache__", ".venv", "venv"}
@@ -91,6 +94,10 @@ class ModelFiles:
 
     def with_suffix(self, *suffixes: str) -> list[FileInfo]:
         return sorted((f for f in self.files.values() if f.name.endswith(suffixes)), key=lambda f: f.name)
+
+    def unfinished(self) -> list[FileInfo]:
+        """Files a download left half-written (``*.partial``, ``*.tmp``, ``*.incomplete``)."""
+        return self.with_suffix(*UNFINISHED_SUFFIXES)
 
     @property
     def size_bytes(self) -> int:

@@ -1,6 +1,6 @@
 """Integrity: are the files whole? The first problem found is the reason.
 
-Order (issue #2): config.json; weights present; index vs shards; shards without an
+Order (issue #2): files a download left unfinished; config.json; weights present; index vs shards; shards without an
 index; Git LFS pointers; interrupted downloads; the other JSON files; tokenizer files;
 a vision model's image preprocessor; a GGUF file's header. ``list``, ``show``,
 ``health`` and ``push --check-only`` all use these, through ``file_problems``.
@@ -84,6 +84,15 @@ def check_lfs(mf: ModelFiles) -> str | None:
     return None
 
 
+def check_unfinished(mf: ModelFiles) -> str | None:
+    """A ``.partial``/``.tmp`` file is a download that stopped: the likeliest cause of whatever
+    else is wrong (a missing shard, a missing config), so it is reported first, by name."""
+    left = mf.unfinished()
+    if left:
+        return f"Interrupted download: unfinished file(s) {_names(left)} (download the model again)"
+    return None
+
+
 def check_download(mf: ModelFiles, repo: CachedRepo | None, snapshot: Snapshot | None) -> str | None:
     broken = [f for f in sorted(mf.files.values(), key=lambda f: f.name) if f.broken]
     if broken:
@@ -150,6 +159,7 @@ def check_gguf_header(mf: ModelFiles) -> str | None:
 def _checks(mf: ModelFiles, gguf: bool, repo: CachedRepo | None, snapshot: Snapshot | None) -> list:
     """The checks in the order their problems are reported (GGUF files carry config and tokenizer)."""
     whole = [
+        lambda: check_unfinished(mf),
         lambda: check_weights(mf, gguf),
         lambda: check_shards(mf),
         lambda: check_lfs(mf),
@@ -157,7 +167,7 @@ def _checks(mf: ModelFiles, gguf: bool, repo: CachedRepo | None, snapshot: Snaps
     ]
     if gguf:
         return [*whole, lambda: check_gguf_header(mf)]
-    return [lambda: check_config(mf), *whole, lambda: check_json_files(mf), lambda: check_tokenizer(mf),
+    return [whole[0], lambda: check_config(mf), *whole[1:], lambda: check_json_files(mf), lambda: check_tokenizer(mf),
             lambda: check_vision(mf)]
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 from mlxk.contract import Envelope, MlxkError
 from mlxk.store.cache import CachedRepo, hub_cache_dir, lock_files
-from mlxk.store.names import is_path_spec, resolve, split_hash
+from mlxk.store.names import full_path, is_path_spec, resolve, split_hash
 
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -46,10 +46,12 @@ class RemovalPlan:
 
 def plan(spec: str) -> RemovalPlan:
     if is_path_spec(spec):
+        where = str(full_path(spec))
         raise MlxkError(
-            "ValidationError",
-            f"'{spec}' is a workspace (a folder you manage); rm only deletes models from the Hugging Face cache. "
-            "Delete the folder yourself if you no longer need it.",
+            "workspace_model",
+            f"'{where}' is a workspace (a folder you manage), not a model in the cache: rm only deletes models "
+            "from the Hugging Face cache. Delete the folder yourself if you no longer need it.",
+            data={"model": where},
         )
     try:
         ref = resolve(spec)

@@ -8,6 +8,7 @@ with that prefix.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,10 @@ _HEX_RE = re.compile(r"^[0-9a-fA-F]{4,40}$")
 class ModelRef:
     """A resolved model: a cache snapshot or a workspace folder.
 
-    ``name`` is what the contract reports: ``org/name`` for the cache, the path as the
-    user typed it for a workspace.
+    ``name`` is what the contract reports: ``org/name`` for the cache, the full path of a
+    workspace (spec 0.1.7: "except for workspace paths where name is the full path"), the
+    same whether ``./ws``, ``ws/`` or ``../x/ws`` was typed. ``typed`` is the spec as given
+    (messages may quote it).
     """
 
     name: str
@@ -34,6 +37,7 @@ class ModelRef:
     cached: bool
     repo: CachedRepo | None = None
     snapshot: Snapshot | None = None
+    typed: str | None = None
 
     @property
     def commit(self) -> str | None:
@@ -41,8 +45,19 @@ class ModelRef:
 
 
 def is_path_spec(spec: str) -> bool:
-    """Explicit paths only: ``.``, ``..``, ``./x``, ``../x``, ``/x``, ``~/x``."""
-    return spec in (".", "..") or spec.startswith(("./", "../", "/", "~")) or spec.startswith((".\\", "..\\"))
+    """Explicit paths only: ``.``, ``..``, ``./x``, ``../x``, ``/x``, ``~/x``, and ``x/`` (no
+    Hugging Face name ends with a slash)."""
+    return (spec in (".", "..") or spec.startswith(("./", "../", "/", "~")) or spec.startswith((".\\", "..\\"))
+            or (len(spec) > 1 and spec.endswith(("/", "\\"))))
+
+
+def full_path(spec: str | Path) -> Path:
+    """The absolute, normalized path a workspace spec means (``..`` folded, links kept as named)."""
+    return Path(os.path.abspath(os.path.expanduser(str(spec))))
+
+
+def _workspace(path: Path, typed: str) -> ModelRef:
+    return ModelRef(name=str(full_path(path)), path=path, cached=False, typed=typed)
 
 
 def split_hash(spec: str) -> tuple[str, str | None]:
@@ -74,7 +89,7 @@ def workspace_ref(spec: str) -> ModelRef:
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
         raise MlxkError("model_not_found", f"Workspace path '{spec}' {what}")
-    return ModelRef(name=spec, path=path, cached=False)
+    return _workspace(path, spec)
 
 
 # How deep `list <dir>` looks for model folders below the folder given.
@@ -106,7 +121,7 @@ def _models_below(folder: Path, typed: str, depth: int) -> list[ModelRef]:
             continue
         name = _join(typed, entry.name)
         if is_model_folder(entry):
-            found.append(ModelRef(name=name, path=entry, cached=False))
+            found.append(_workspace(entry, name))
         elif depth > 1:
             found.extend(_models_below(entry, name, depth - 1))
     return found
@@ -117,12 +132,12 @@ def workspace_refs(spec: str) -> list[ModelRef]:
 
     A model folder: itself. A folder: the model folders under it. Otherwise the last part
     is a prefix: the model folders (or folders holding them) in the parent whose name
-    starts with it. Names keep the path as typed (``./models/a``), never a resolved one.
+    starts with it. Names are full paths (spec 0.1.7), whatever relative form was typed.
     """
     path = Path(spec).expanduser()
     if path.is_dir():
         if is_model_folder(path):
-            return [ModelRef(name=spec, path=path, cached=False)]
+            return [_workspace(path, spec)]
         return sorted(_models_below(path, spec, WORKSPACE_DEPTH), key=lambda r: r.name)
     typed_parent, _, prefix = spec.replace("\\", "/").rpartition("/")
     parent = path.parent
@@ -133,7 +148,7 @@ def workspace_refs(spec: str) -> list[ModelRef]:
         if entry.name.startswith(prefix) and entry.is_dir() and not entry.is_symlink():
             name = _join(typed_parent or "/", entry.name)
             if is_model_folder(entry):
-                found.append(ModelRef(name=name, path=entry, cached=False))
+                found.append(_workspace(entry, name))
             else:
                 found.extend(_models_below(entry, name, WORKSPACE_DEPTH - 1))
     return sorted(found, key=lambda r: r.name)
