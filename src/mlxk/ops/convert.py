@@ -44,19 +44,28 @@ def _cuda_available(mx: Any) -> bool:
     return bool(cuda and getattr(cuda, "is_available", lambda: False)())
 
 
-def choose_gguf_mode(dtype: str, quantize: str) -> tuple[str, bool, str]:
-    """(float dtype, keep GGUF quantization?, why) — auto picks what decodes fastest here."""
+def choose_gguf_mode(dtype: str, quantize: str, mlx_native: bool = True) -> tuple[str, bool, int | None, str]:
+    """(float dtype, keep GGUF quantization?, re-quantize to bits, why) — auto picks what decodes fastest here.
+
+    ``mlx_native``: every tensor is one mx.load reads itself (F32/F16/Q4_0/Q4_1/Q8_0), so its
+    quantization can be kept; K-quants and the like can only be dequantized (and re-quantized).
+    """
     if quantize == "keep":
-        return ("float16", True, "kept the GGUF quantization (--quantize keep)")
+        if not mlx_native:
+            raise MlxkError("ValidationError", "This GGUF has K-quant (or other non-MLX) tensors, which cannot be "
+                            "kept as they are: use --quantize 4|8 to re-quantize, or --quantize none")
+        return ("float16", True, None, "kept the GGUF quantization (--quantize keep)")
     if quantize in BITS:
         chosen = "float16" if dtype == "auto" else dtype
-        return (chosen, False, f"dequantized to {chosen}")
+        return (chosen, False, int(quantize), f"dequantized, then quantized to {quantize}-bit (MLX affine, {chosen} scales)")
     if quantize == "none" or dtype != "auto":
         chosen = "float32" if dtype == "auto" else dtype
-        return (chosen, False, f"dequantized to {chosen}")
+        return (chosen, False, None, f"dequantized to {chosen}")
     if backend_is_cpu():
-        return ("float32", False, "auto: dequantized to float32, the fastest on the CPU backend")
-    return ("float16", True, "auto: kept 4-bit weights, the fastest on Metal/CUDA")
+        return ("float32", False, None, "auto: dequantized to float32, the fastest on the CPU backend")
+    if not mlx_native:
+        return ("float16", False, 4, "auto: dequantized and re-quantized to 4-bit, the fastest on Metal/CUDA")
+    return ("float16", True, None, "auto: kept 4-bit weights, the fastest on Metal/CUDA")
 
 
 @contextmanager
@@ -96,12 +105,16 @@ def _write_card(folder: Path, name: str, source: str, how: str, extra: str = "")
 def convert_gguf(
     source: str, target: Path | None, dtype: str, quantize: str, into_cache: str | None, progress: Progress | None
 ) -> Envelope:
-    from mlxk.convert.gguf import UnsupportedGGUF, import_gguf
+    from mlxk.convert.gguf import GGUFFile, UnsupportedGGUF, import_gguf
 
     src = Path(source).expanduser()
     if not src.is_file():
         raise MlxkError("model_not_found", f"GGUF file '{source}' does not exist")
-    float_dtype, keep, why = choose_gguf_mode(dtype, quantize)
+    try:
+        gguf = GGUFFile(src)
+    except UnsupportedGGUF as exc:
+        raise MlxkError("ValidationError", f"Cannot import {src.name}: {exc}") from exc
+    float_dtype, keep, bits, why = choose_gguf_mode(dtype, quantize, gguf.mlx_native)
     staged_parent = target if target is not None else Path(tempfile.mkdtemp(prefix="mlxk-import-"))
     out = staged_parent if target is not None else staged_parent / "model"
     if target is not None:
@@ -109,12 +122,10 @@ def convert_gguf(
     try:
         with staging_for(out) as tmp:
             try:
-                result = import_gguf(src, tmp, dtype=float_dtype, keep_quantized=keep, progress=progress)
+                result = import_gguf(src, tmp, dtype=float_dtype, keep_quantized=keep, progress=progress,
+                                     quantize_bits=bits, gguf=gguf)
             except UnsupportedGGUF as exc:
                 raise MlxkError("ValidationError", f"Cannot import {src.name}: {exc}") from exc
-            if quantize in BITS:
-                _requantize(tmp, int(quantize))
-                why += f", then quantized to {quantize}-bit with mlx"
             _write_card(tmp, into_cache or out.name, src.name, why, extra="- gguf-import\n")
             health = _health(tmp, str(target or out))
             if health["health_status"] != "healthy":
@@ -129,6 +140,7 @@ def convert_gguf(
             "dtype": result.dtype,
             "dtype_reason": why,
             "quantization": result.quantization if quantize != "none" else None,
+            "tensor_types": result.tensor_types,
             **health,
         }
         if into_cache:
@@ -138,17 +150,6 @@ def convert_gguf(
     finally:
         if target is None:
             shutil.rmtree(staged_parent, ignore_errors=True)
-
-
-def _requantize(folder: Path, bits: int) -> None:
-    """Quantize a float folder in place with mlx_lm (for GGUF imports asked for N-bit)."""
-    from mlx_lm.utils import load, quantize_model, save
-
-    model, tokenizer, config = load(str(folder), return_config=True)
-    model, config = quantize_model(model, config, group_size=64, bits=bits)
-    for f in folder.glob("*.safetensors"):
-        f.unlink()
-    save(str(folder), str(folder), model, tokenizer, config)
 
 
 def _into_cache(folder: Path, repo_id: str, move: bool) -> dict[str, Any]:
