@@ -75,8 +75,11 @@ def _run(args: argparse.Namespace):
         sys.stdout.write(text)
         sys.stdout.flush()
 
+    def note(text: str) -> None:
+        render.line(f"Note: {text}.", stderr=True)
+
     try:
-        env = run_once(req, on_text=emit if stream else None)
+        env = run_once(req, on_text=emit if stream else None, on_note=note)
     except KeyboardInterrupt:
         sys.stdout.write("\n")
         render.line("Interrupted.", stderr=True)
@@ -102,6 +105,8 @@ def _chat(args: argparse.Namespace, req) -> int:
     chat = Chat(req)
     render.line(f"Chatting with {chat.name}. /exit or Ctrl-D to leave, /clear to start over, /system TEXT.",
                 stderr=True)
+    if chat.note:
+        render.line(f"Note: {chat.note}; each turn continues the text so far.", stderr=True)
     while True:
         try:
             text = input(">>> ")

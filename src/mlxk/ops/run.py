@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from mlxk.contract import Envelope, MlxkError
+from mlxk.inspection.classify import Capability
 from mlxk.inspection.model_object import inspect
 from mlxk.ops.system import memory_available_bytes
 from mlxk.store.names import resolve
@@ -154,9 +155,20 @@ class Chat:
         self.output_format = req.output_format()
         item = check_runnable(req.model)
         self.name: str = item.ref.name
+        self.model_type: str = item.model_type
+        # A base model (no chat template) continues the prompt as plain text, as /v1/completions does.
+        self.chat_template: bool = req.chat_template and Capability.CHAT.value in item.capabilities
         self.loaded = load(item.ref.path)
         self.sampling = fit(with_model_defaults(given, self.loaded.generation_config), self.loaded.model)
-        self._session = ChatSession(self.loaded, system=req.system, use_template=req.chat_template)
+        self._session = ChatSession(self.loaded, system=req.system, use_template=self.chat_template)
+
+    @property
+    def note(self) -> str | None:
+        """What the user should know before the text comes (None: nothing)."""
+        if self.model_type == "base":
+            return (f"{self.name} is a base model (no chat template): the prompt is completed as plain text, "
+                    "not answered as a chat message")
+        return None
 
     def turn(self, text: str, stats) -> Iterator[str]:
         """The answer to ``text``, piece by piece; ``stats`` (engine.generate.Stats) is filled in."""
@@ -178,9 +190,13 @@ def new_stats():
     return Stats()
 
 
-def run_once(req: RunRequest, on_text: Callable[[str], None] | None = None) -> Envelope:
-    """One prompt, one answer. ``on_text`` receives the stream as it comes."""
+def run_once(req: RunRequest, on_text: Callable[[str], None] | None = None,
+             on_note: Callable[[str], None] | None = None) -> Envelope:
+    """One prompt, one answer. ``on_text`` receives the stream as it comes; ``on_note`` the
+    model's :attr:`Chat.note` (a base model: plain completion) before it."""
     chat = Chat(req)
+    if on_note and chat.note:
+        on_note(chat.note)
     stats = new_stats()
     parts: list[str] = []
     start = time.perf_counter()
@@ -200,5 +216,7 @@ def run_once(req: RunRequest, on_text: Callable[[str], None] | None = None) -> E
         "prompt_tokens_per_second": round(stats.prompt_tps, 2),
         "peak_memory_gb": round(stats.peak_memory_gb, 3),
         "finish_reason": stats.finish_reason,
+        "model_type": chat.model_type,  # "base": no chat template, the prompt was completed as text
+        "chat_template": chat.chat_template,  # whether the prompt went through the chat template
     }
     return Envelope.success("run", data)

@@ -3,7 +3,8 @@
 A protocol module (openai_api, anthropic_api, responses_api, gemini_api) only translates its
 JSON to a GenerationRequest and the engine's events back; the steps around that are here,
 once: the key from whichever header the client uses, the body read within its limit, the
-model (aliases first), the engine's answer collected or streamed with keep-alives.
+model (aliases first; chat refused for a base model), the engine's answer collected or
+streamed with keep-alives.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from mlxk.engine.bridge import RequestHandle
 from mlxk.engine.requests import EngineError, Event, GenerationRequest, ToolCall, Usage
 from mlxk.server import security
+from mlxk.server.model_access import check_chat_capable
 
 log = logging.getLogger("mlxk.server")
 MAX_BODY = 4 * 1024 * 1024  # bytes of a request body; more is refused with 413 without being read
@@ -104,8 +106,9 @@ async def start(state, gen: GenerationRequest, model: Any, count_only: bool = Fa
     """Submit ``gen`` for ``model`` and wait for its first event; EngineError if it failed."""
     gen.params = gen.params.filled_from(state.config.defaults)  # the server's --temp etc., every protocol
     gen.target = await state.target_for(model)
-    _ready_for(state, gen)
     wanted = gen.target or state.engine.default
+    check_chat_capable(gen, wanted)  # a base model takes /v1/completions only (every protocol's chat: 400)
+    _ready_for(state, gen)
     log.info("request model=%s", wanted.name if wanted else "-")
     handle = RequestHandle(asyncio.get_running_loop(), gen)
     handle.count_only = count_only  # engine: tokenize only, answer with the count (batch.Engine._count)

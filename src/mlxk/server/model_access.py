@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from mlxk.engine.requests import EngineError, ModelTarget
+from mlxk.engine.requests import EngineError, GenerationRequest, ModelTarget
 
 RESOLVE_TIMEOUT_S = 10.0
 MAX_MODEL_NAME = 1024
@@ -43,6 +44,30 @@ def resolve_target(spec: str) -> ModelTarget:
         reason = info.reason or info.health_reason or f"framework {info.framework} is not runnable"
         raise EngineError(404, f"The model '{spec}' is not runnable: {reason}", param="model", code="model_not_runnable")
     return ModelTarget(key=str(Path(ref.path).resolve()), path=Path(ref.path), name=display_name(spec, ref))
+
+
+@lru_cache(maxsize=64)
+def has_chat_template(folder: str) -> bool:
+    """Whether the model in ``folder`` has a chat template (read once per folder: a served
+    model's files do not change under it)."""
+    from mlxk.inspection.classify import has_chat_template as in_files
+    from mlxk.inspection.files import ModelFiles
+
+    return in_files(ModelFiles.read(Path(folder)))
+
+
+def check_chat_capable(gen: GenerationRequest, target: ModelTarget | None) -> None:
+    """A chat request (messages) for a base model is the client's 400, in every protocol.
+
+    A base model has no chat template: there is no right way to turn messages into its
+    prompt, and guessing one gives confident nonsense. It still continues text, so the
+    refusal says where: ``/v1/completions``.
+    """
+    if gen.messages is None or target is None or has_chat_template(str(target.path)):
+        return
+    raise EngineError(400, f"The model '{target.name}' is a base model (no chat template): it continues text "
+                           "and cannot answer chat messages. Send the text as 'prompt' to /v1/completions instead.",
+                      param="model", code="model_not_chat")
 
 
 def parse_aliases(values: list[str]) -> dict[str, str]:
