@@ -4,7 +4,9 @@
 This module only translates: ``contents`` (text, functionCall, functionResponse parts),
 ``systemInstruction``, ``tools.functionDeclarations`` (``parameters`` in Google's schema
 dialect, upper-case types, or ``parametersJsonSchema``), ``toolConfig`` and
-``generationConfig`` -> GenerationRequest; events -> GenerateContentResponse objects (one
+``generationConfig`` -> GenerationRequest, every field in either proto3 JSON spelling
+(``parametersJsonSchema`` or ``parameters_json_schema``); fields this server does not honour
+are logged or refused (request_fields.py); events -> GenerateContentResponse objects (one
 per SSE ``data:`` line with ``?alt=sse``, a JSON array without). Reasoning is a part with
 ``thought: true``. Errors have Google's shape ``{"error": {"code", "message", "status"}}``.
 The key comes as ``x-goog-api-key`` or ``?key=``.
@@ -14,45 +16,68 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, AsyncIterator, Literal
+from typing import Annotated, Any, AsyncIterator, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from mlxk.engine.requests import (MAX_STOPS, EngineError, GenerationRequest, MaxTokens, OutputFormat, Probability,
-                                  SamplingParams, Temperature, TopK, Usage)
+                                  SamplingParams, Seed, Temperature, TopK, Usage)
 from mlxk.server import handlers
 from mlxk.server.openai_models import param_of
+from mlxk.server.request_fields import Ignored, Refused, Reviewed, given, more_than_one, review, truthy
 
 STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
           405: "INVALID_ARGUMENT", 413: "INVALID_ARGUMENT", 415: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
           499: "CANCELLED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+class _Model(Reviewed):
+    """Google's APIs read proto3 JSON: every field under its camelCase name or its proto
+    (snake_case) name; google-genai sends both kinds (``parameters_json_schema`` inside a
+    declaration, ``generationConfig`` around it). Fields are named in snake_case here and
+    accepted under both spellings; errors and logs name them in camelCase."""
+
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
+
+
+SERVER_TOOL = Refused("server-side tools (search, code execution, retrieval, ...) are not run here: declare "
+                      "functions instead")
 
 
 class FunctionCall(_Model):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
     id: str | None = None
+    partial_args: Annotated[Any, Ignored()] = None
+    will_continue: Annotated[Any, Ignored()] = None
 
 
 class FunctionResponse(_Model):
     name: str
     response: dict[str, Any] = Field(default_factory=dict)
     id: str | None = None
+    parts: Annotated[Any, Ignored()] = None
+    will_continue: Annotated[Any, Ignored()] = None
+    scheduling: Annotated[Any, Ignored()] = None
 
 
 class Part(_Model):
     text: str | None = None
     thought: bool | None = None
-    functionCall: FunctionCall | None = None
-    functionResponse: FunctionResponse | None = None
-    inlineData: dict[str, Any] | None = None
-    fileData: dict[str, Any] | None = None
+    thought_signature: Annotated[Any, Ignored()] = None
+    function_call: FunctionCall | None = None
+    function_response: FunctionResponse | None = None
+    inline_data: dict[str, Any] | None = None
+    file_data: dict[str, Any] | None = None
+    executable_code: Annotated[Any, Refused("code execution is not supported here", truthy)] = None
+    code_execution_result: Annotated[Any, Refused("code execution is not supported here", truthy)] = None
+    video_metadata: Annotated[Any, Ignored()] = None
+    media_resolution: Annotated[Any, Ignored()] = None
+    part_metadata: Annotated[Any, Ignored()] = None
 
 
 class Content(_Model):
@@ -60,52 +85,169 @@ class Content(_Model):
     parts: list[Part] = Field(default_factory=list)
 
 
+TYPE_FORMATS = {"int32", "int64", "float", "double", "enum"}  # the dialect's; not JSON Schema formats
+
+
+class Schema(_Model):
+    """Google's schema dialect (OpenAPI 3.0 subset: ``"type": "OBJECT"``, ``nullable``,
+    ``propertyOrdering``), read in either spelling; :meth:`json_schema` is the JSON Schema
+    the engine compiles. Keywords outside the dialect are passed on as written."""
+
+    model_config = ConfigDict(extra="allow")
+    kept_extras: ClassVar[bool] = True
+    type: str | list[str] | None = None
+    format: str | None = None
+    title: str | None = None
+    description: str | None = None
+    nullable: bool | None = None
+    enum: list[Any] | None = None
+    default: Any = None
+    example: Annotated[Any, Ignored()] = None
+    items: "Schema | None" = None
+    min_items: int | None = None
+    max_items: int | None = None
+    properties: "dict[str, Schema] | None" = None
+    property_ordering: list[str] | None = None
+    required: list[str] | None = None
+    min_properties: int | None = None
+    max_properties: int | None = None
+    additional_properties: "bool | Schema | None" = None
+    min_length: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    any_of: "list[Schema] | None" = None
+    ref: str | None = Field(None, validation_alias=AliasChoices("$ref", "ref"), serialization_alias="$ref")
+    defs: "dict[str, Schema] | None" = Field(None, validation_alias=AliasChoices("$defs", "defs"),
+                                             serialization_alias="$defs")
+
+    def json_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is None or name in ("nullable", "property_ordering", "example") or name not in self.model_fields_set:
+                continue
+            key = info.serialization_alias or info.alias or name
+            if name == "format" and value in TYPE_FORMATS:
+                continue  # the type (or enum) says it; JSON Schema has no such format
+            if name == "type":
+                value = [t.lower() for t in value] if isinstance(value, list) else value.lower()
+            elif isinstance(value, Schema):
+                value = value.json_schema()
+            elif name == "any_of":
+                value = [s.json_schema() for s in value]
+            elif name in ("properties", "defs"):
+                order = self.property_ordering or [] if name == "properties" else []
+                keys = [k for k in order if k in value] + [k for k in value if k not in order]
+                value = {k: value[k].json_schema() for k in keys}
+            out[key] = value
+        if self.nullable and "type" in out:
+            types = out["type"] if isinstance(out["type"], list) else [out["type"]]
+            out["type"] = types + ["null"] if "null" not in types else types
+        return {**out, **(self.model_extra or {})}
+
+
 class FunctionDeclaration(_Model):
     name: str
     description: str | None = None
-    parameters: dict[str, Any] | None = None
-    parametersJsonSchema: dict[str, Any] | None = None
+    parameters: Schema | None = None
+    parameters_json_schema: dict[str, Any] | None = None
+    response: Annotated[Any, Ignored()] = None
+    response_json_schema: Annotated[Any, Ignored()] = None
+    behavior: Annotated[Any, Ignored()] = None
+
+    def arguments_schema(self) -> dict[str, Any]:
+        """What the call's arguments must match: the JSON Schema as given, or the dialect's."""
+        if self.parameters_json_schema is not None:
+            return self.parameters_json_schema
+        return self.parameters.json_schema() if self.parameters is not None else {"type": "object"}
 
 
 class Tool(_Model):
-    model_config = ConfigDict(extra="allow")
-    functionDeclarations: list[FunctionDeclaration] | None = None
+    function_declarations: list[FunctionDeclaration] | None = None
+    google_search: Annotated[Any, SERVER_TOOL] = None
+    google_search_retrieval: Annotated[Any, SERVER_TOOL] = None
+    code_execution: Annotated[Any, SERVER_TOOL] = None
+    retrieval: Annotated[Any, SERVER_TOOL] = None
+    url_context: Annotated[Any, SERVER_TOOL] = None
+    google_maps: Annotated[Any, SERVER_TOOL] = None
+    file_search: Annotated[Any, SERVER_TOOL] = None
+    computer_use: Annotated[Any, SERVER_TOOL] = None
+    enterprise_web_search: Annotated[Any, SERVER_TOOL] = None
+    mcp_servers: Annotated[Any, SERVER_TOOL] = None
 
 
 class FunctionCallingConfig(_Model):
     mode: Literal["AUTO", "ANY", "NONE", "VALIDATED", "MODE_UNSPECIFIED"] | None = None
-    allowedFunctionNames: list[str] | None = None
+    allowed_function_names: list[str] | None = None
+    stream_function_call_arguments: Annotated[Any, Ignored()] = None
 
 
 class ToolConfig(_Model):
-    functionCallingConfig: FunctionCallingConfig | None = None
+    function_calling_config: FunctionCallingConfig | None = None
+    retrieval_config: Annotated[Any, Ignored()] = None
+    include_server_side_tool_invocations: Annotated[Any, Ignored()] = None
+
+
+def _not_text(modalities: Any) -> bool:
+    return any(m != "TEXT" for m in modalities or [])
+
+
+def _penalty(value: Any) -> bool:
+    return value is not None and value != 0
+
+
+MIME_TYPES = ("text/plain", "application/json")
 
 
 class GenerationConfig(_Model):
     temperature: Temperature | None = None
-    topP: Probability | None = None
-    topK: TopK | None = None
-    maxOutputTokens: MaxTokens | None = None
-    stopSequences: list[str] | None = Field(None, max_length=MAX_STOPS)
-    candidateCount: Literal[1] | None = None
-    responseMimeType: str | None = None
-    responseSchema: dict[str, Any] | None = None
-    responseJsonSchema: dict[str, Any] | None = None
+    top_p: Probability | None = None
+    top_k: TopK | None = None
+    seed: Seed | None = None
+    max_output_tokens: MaxTokens | None = None
+    stop_sequences: list[str] | None = Field(None, max_length=MAX_STOPS)
+    candidate_count: Annotated[int | None, Field(ge=1), Refused("one candidate per request", more_than_one)] = None
+    response_mime_type: Annotated[str | None, Refused(f"answers here are {' or '.join(MIME_TYPES)}",
+                                                      lambda v: v is not None and v not in MIME_TYPES)] = None
+    response_schema: Schema | None = None
+    response_json_schema: dict[str, Any] | None = None
+    response_modalities: Annotated[list[str] | None, Refused("answers here are text only", _not_text)] = None
+    presence_penalty: Annotated[float | None, Refused("not supported here (leave it 0)", _penalty)] = None
+    frequency_penalty: Annotated[float | None, Refused("not supported here (leave it 0)", _penalty)] = None
+    response_logprobs: Annotated[bool | None, Refused("log probabilities are not returned here", truthy)] = None
+    logprobs: Annotated[int | None, Refused("log probabilities are not returned here", given)] = None
+    speech_config: Annotated[Any, Refused("answers here are text only", given)] = None
+    thinking_config: Annotated[Any, Ignored()] = None
+    media_resolution: Annotated[Any, Ignored()] = None
+    image_config: Annotated[Any, Ignored()] = None
+    routing_config: Annotated[Any, Ignored()] = None
+    model_selection_config: Annotated[Any, Ignored()] = None
+    audio_timestamp: Annotated[Any, Ignored()] = None
+    enable_affective_dialog: Annotated[Any, Ignored()] = None
+    enable_enhanced_civic_answers: Annotated[Any, Ignored()] = None
 
 
 class GenerateContentRequest(_Model):
-    """The body of :generateContent / :streamGenerateContent (unused fields are ignored)."""
+    """The body of :generateContent / :streamGenerateContent (see request_fields for what is
+    ignored or refused)."""
 
     contents: list[Content] = Field(min_length=1)
-    systemInstruction: Content | None = None
+    system_instruction: Content | None = None
     tools: list[Tool] | None = None
-    toolConfig: ToolConfig | None = None
-    generationConfig: GenerationConfig | None = None
+    tool_config: ToolConfig | None = None
+    generation_config: GenerationConfig | None = None
+    cached_content: Annotated[str | None, Refused("no content is cached here: send the whole conversation in "
+                                                  "'contents'", truthy)] = None
+    safety_settings: Annotated[Any, Ignored()] = None
+    labels: Annotated[Any, Ignored()] = None
+    model: Annotated[Any, Ignored()] = None
 
 
 class CountTokensRequest(_Model):
     contents: list[Content] | None = None
-    generateContentRequest: GenerateContentRequest | None = None
+    generate_content_request: GenerateContentRequest | None = None
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -131,19 +273,10 @@ def _validate(model: type[BaseModel], body: Any):
 
 # --- request -> GenerationRequest --------------------------------------------------------------
 
-def json_schema(schema: Any) -> Any:
-    """Google's schema dialect (``"type": "OBJECT"``) as JSON Schema (lower-case types)."""
-    if isinstance(schema, dict):
-        return {k: (v.lower() if k == "type" and isinstance(v, str) else json_schema(v)) for k, v in schema.items()}
-    if isinstance(schema, list):
-        return [json_schema(v) for v in schema]
-    return schema
-
-
 def _messages(req: GenerateContentRequest) -> list[dict]:
     out: list[dict] = []
-    if req.systemInstruction is not None:
-        system = "".join(p.text or "" for p in req.systemInstruction.parts)
+    if req.system_instruction is not None:
+        system = "".join(p.text or "" for p in req.system_instruction.parts)
         if system:
             out.append({"role": "system", "content": system})
     pending: dict[str, list[str]] = {}  # name -> ids of calls not yet answered (a result may carry no id)
@@ -151,16 +284,16 @@ def _messages(req: GenerateContentRequest) -> list[dict]:
         text: list[str] = []
         calls: list[dict] = []
         for j, p in enumerate(c.parts):
-            if p.inlineData is not None or p.fileData is not None:
+            if p.inline_data is not None or p.file_data is not None:
                 raise EngineError(400, f"contents[{i}].parts[{j}]: images and files are not supported: this "
                                        "server's models read text only", param=f"contents[{i}].parts[{j}]")
-            if p.functionCall is not None:
-                call_id = p.functionCall.id or "call_" + uuid.uuid4().hex[:24]
-                pending.setdefault(p.functionCall.name, []).append(call_id)
+            if p.function_call is not None:
+                call_id = p.function_call.id or "call_" + uuid.uuid4().hex[:24]
+                pending.setdefault(p.function_call.name, []).append(call_id)
                 calls.append({"id": call_id, "type": "function", "function": {
-                    "name": p.functionCall.name, "arguments": json.dumps(p.functionCall.args, ensure_ascii=False)}})
-            elif p.functionResponse is not None:
-                fr = p.functionResponse
+                    "name": p.function_call.name, "arguments": json.dumps(p.function_call.args, ensure_ascii=False)}})
+            elif p.function_response is not None:
+                fr = p.function_response
                 ids = pending.get(fr.name) or []
                 call_id = fr.id or (ids.pop(0) if ids else fr.name)
                 out.append({"role": "tool", "tool_call_id": call_id, "name": fr.name,
@@ -175,55 +308,94 @@ def _messages(req: GenerateContentRequest) -> list[dict]:
     return out
 
 
+CALLING = "toolConfig.functionCallingConfig"
+
+
+def _declarations(req: GenerateContentRequest) -> list[FunctionDeclaration]:
+    out: list[FunctionDeclaration] = []
+    for i, t in enumerate(req.tools or []):
+        for j, d in enumerate(t.function_declarations or []):
+            if d.parameters is not None and d.parameters_json_schema is not None:
+                where = f"tools[{i}].functionDeclarations[{j}]"
+                raise EngineError(400, f"Invalid value at '{where}': give 'parameters' or 'parametersJsonSchema', "
+                                       "not both", param=where)
+            out.append(d)
+    return out
+
+
 def _tools(req: GenerateContentRequest) -> tuple[list[dict] | None, str | None]:
-    decls = [d for t in req.tools or [] for d in t.functionDeclarations or []]
-    cfg = req.toolConfig.functionCallingConfig if req.toolConfig and req.toolConfig.functionCallingConfig else None
+    """The declarations offered and the engine's tool_choice. Mode ANY is always a call: to
+    the one function left after ``allowedFunctionNames``, or to any of those left."""
+    decls = _declarations(req)
+    cfg = req.tool_config.function_calling_config if req.tool_config else None
     mode = (cfg.mode if cfg else None) or "AUTO"
-    allowed = cfg.allowedFunctionNames if cfg else None
+    allowed = cfg.allowed_function_names if cfg else None
     if allowed:
+        unknown = [n for n in allowed if n not in {d.name for d in decls}]
+        if unknown:
+            raise EngineError(400, f"Invalid value at '{CALLING}.allowedFunctionNames': {', '.join(unknown)} "
+                                   "is not a declared function", param=f"{CALLING}.allowedFunctionNames")
         decls = [d for d in decls if d.name in allowed]
-    tools = [{"type": "function", "function": {
-        "name": d.name, "description": d.description or "",
-        "parameters": d.parametersJsonSchema or json_schema(d.parameters) or {"type": "object"}}} for d in decls]
+    if mode == "ANY" and not decls:
+        raise EngineError(400, f"Invalid value at '{CALLING}.mode': mode ANY needs at least one function "
+                               "declaration", param=f"{CALLING}.mode")
+    tools = [{"type": "function", "function": {"name": d.name, "description": d.description or "",
+                                               "parameters": d.arguments_schema()}} for d in decls]
     if mode == "NONE":
         return tools or None, "none"
     if mode == "ANY":
-        return tools or None, decls[0].name if len(decls) == 1 else "required"
+        return tools, decls[0].name if len(decls) == 1 else "required"
     return tools or None, "auto" if tools else None
 
 
 def _output_format(cfg: GenerationConfig | None) -> OutputFormat | None:
-    if cfg is None or cfg.responseMimeType != "application/json":
+    if cfg is None:
         return None
-    schema = cfg.responseJsonSchema or json_schema(cfg.responseSchema)
+    if cfg.response_schema is not None and cfg.response_json_schema is not None:
+        raise EngineError(400, "Invalid value at 'generationConfig': give 'responseSchema' or 'responseJsonSchema', "
+                               "not both", param="generationConfig.responseJsonSchema")
+    schema = cfg.response_json_schema
+    if schema is None and cfg.response_schema is not None:
+        schema = cfg.response_schema.json_schema()
+    if cfg.response_mime_type != "application/json":
+        if schema is not None:
+            raise EngineError(400, "Invalid value at 'generationConfig.responseMimeType': a response schema needs "
+                                   "responseMimeType 'application/json'", param="generationConfig.responseMimeType")
+        return None
     return OutputFormat("json_schema", schema) if schema else OutputFormat("json_object")
 
 
-def parse(body: Any, max_tokens_cap: int) -> GenerationRequest:
-    req: GenerateContentRequest = _validate(GenerateContentRequest, body)
-    cfg = req.generationConfig or GenerationConfig()
-    if cfg.maxOutputTokens and cfg.maxOutputTokens > max_tokens_cap:
-        raise EngineError(400, f"Invalid value at 'generation_config.max_output_tokens': must be at most "
+def _request(req: GenerateContentRequest, max_tokens_cap: int) -> GenerationRequest:
+    cfg = req.generation_config or GenerationConfig()
+    if cfg.max_output_tokens and cfg.max_output_tokens > max_tokens_cap:
+        raise EngineError(400, f"Invalid value at 'generationConfig.maxOutputTokens': must be at most "
                                f"{max_tokens_cap} on this server", param="generationConfig.maxOutputTokens")
-    given = {k: v for k, v in (("temperature", cfg.temperature), ("top_p", cfg.topP), ("top_k", cfg.topK))
-             if v is not None}
+    sampling = {k: v for k, v in (("temperature", cfg.temperature), ("top_p", cfg.top_p), ("top_k", cfg.top_k),
+                                  ("seed", cfg.seed)) if v is not None}
     try:
-        params = SamplingParams(max_tokens=cfg.maxOutputTokens, stop=list(cfg.stopSequences or []), **given)
+        params = SamplingParams(max_tokens=cfg.max_output_tokens, stop=list(cfg.stop_sequences or []), **sampling)
     except ValidationError as exc:
         raise EngineError(400, f"Invalid generationConfig: {exc.errors()[0]['msg']}") from None
     tools, choice = _tools(req)
     return GenerationRequest(None, params, messages=_messages(req), tools=tools, tool_choice=choice,
-                             output_format=_output_format(req.generationConfig))
+                             output_format=_output_format(req.generation_config))
+
+
+def parse(body: Any, max_tokens_cap: int) -> GenerationRequest:
+    req: GenerateContentRequest = _validate(GenerateContentRequest, body)
+    review(req, "gemini")
+    return _request(req, max_tokens_cap)
 
 
 def parse_count(body: Any) -> GenerationRequest:
     req: CountTokensRequest = _validate(CountTokensRequest, body)
-    if req.generateContentRequest is not None:
-        return parse(req.generateContentRequest.model_dump(exclude_none=True), 1 << 30)
+    review(req, "gemini.countTokens")
+    if req.generate_content_request is not None:
+        return _request(req.generate_content_request, 1 << 30)
     if not req.contents:
         raise EngineError(400, "Invalid value at 'contents': give contents or generateContentRequest",
                           param="contents")
-    return parse({"contents": [c.model_dump(exclude_none=True) for c in req.contents]}, 1 << 30)
+    return _request(GenerateContentRequest(contents=req.contents), 1 << 30)
 
 
 # --- events -> GenerateContentResponse ------------------------------------------------------------
