@@ -142,6 +142,88 @@ def test_run_on_a_chat_model_keeps_its_template_and_no_note(demo_model_dir):
     assert "base model" not in run_cli("run", str(demo_model_dir), PROMPT, "--max-tokens", "2").stderr
 
 
+# --- GGUF: a file without a chat template imports as a base model ------------------------------
+
+def _gpt2_alphabet() -> list[str]:
+    """GPT-2's byte-to-character table: a byte-level BPE vocabulary that covers every text."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1), *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def tiny_llama_gguf(path: Path, chat_template: str | None) -> Path:
+    """A real (random-weight) one-layer llama GGUF written with gguf-py, as llama.cpp lays it out."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    tokens = [*_gpt2_alphabet(), "<|endoftext|>"]
+    hidden, ffn, vocab = 64, 128, len(tokens)
+    w = GGUFWriter(str(path), "llama")
+    w.add_context_length(256)
+    w.add_embedding_length(hidden)
+    w.add_block_count(1)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * 256 + [3])
+    w.add_token_merges([])
+    w.add_bos_token_id(vocab - 1)
+    w.add_eos_token_id(vocab - 1)
+    if chat_template:
+        w.add_chat_template(chat_template)
+    rng = np.random.default_rng(0)
+    shapes = {"token_embd.weight": (vocab, hidden), "output_norm.weight": (hidden,), "output.weight": (vocab, hidden),
+              "blk.0.attn_norm.weight": (hidden,), "blk.0.ffn_norm.weight": (hidden,),
+              "blk.0.attn_q.weight": (hidden, hidden), "blk.0.attn_k.weight": (32, hidden),
+              "blk.0.attn_v.weight": (32, hidden), "blk.0.attn_output.weight": (hidden, hidden),
+              "blk.0.ffn_gate.weight": (ffn, hidden), "blk.0.ffn_up.weight": (ffn, hidden),
+              "blk.0.ffn_down.weight": (hidden, ffn)}
+    for name, shape in shapes.items():
+        w.add_tensor(name, (rng.standard_normal(shape) * 0.1).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.mark.parametrize("template,kind", [(None, "base"), (CHATML, "chat")])
+def test_gguf_import_never_invents_a_chat_template(tmp_path, template, kind):
+    gguf = tiny_llama_gguf(tmp_path / "tiny.gguf", template)
+    payload, rc = run_json("convert", str(gguf), str(tmp_path / "out"))
+    assert rc == 0 and payload["data"]["health_status"] == "healthy", payload
+    out = tmp_path / "out"
+    tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
+    assert tok_cfg.get("chat_template") == template  # absent without one, verbatim with one
+    assert not any((out / name).exists() for name in TEMPLATE_FILES)
+    shown, _ = run_json("show", str(out))
+    assert (shown["data"]["model"]["model_type"], "chat" in shown["data"]["model"]["capabilities"]) == (
+        kind, kind == "chat")
+
+
+@pytest.mark.parametrize("template,kind", [(None, "base"), (CHATML, "chat")])
+def test_a_gguf_file_in_the_cache_is_base_without_a_template(cache, tmp_path, template, kind):
+    gguf = tiny_llama_gguf(tmp_path / "tiny.gguf", template)
+    cache.add("someone/tiny-GGUF", {"tiny-f32.gguf": gguf.read_bytes()})
+    listed, _ = run_json("list")
+    (m,) = listed["data"]["models"]
+    assert (m["framework"], m["model_type"]) == ("GGUF", kind)
+
+
 # --- the four protocols against a real server ---------------------------------------------------
 
 @pytest.fixture(scope="module")
