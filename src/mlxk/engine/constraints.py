@@ -18,29 +18,26 @@ backend has; llguidance's own MLX helper is a Metal kernel, absent on CPU and CU
 Schemas are checked without a tokenizer by :func:`check` (adapters call it to refuse a bad
 schema with their own field names); compiled grammars are cached per model by grammar
 text, which embeds the canonical JSON of the schema (key order kept: llguidance emits
-properties in the schema's order).
+properties in the schema's order). Tool calls are written in each model's own format, its
+marker accepted as the added token it is and as text: engine/tool_formats.py.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import threading
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from mlxk.engine.output_parsing import new_call_id
+from mlxk.engine import tool_formats as tf
+from mlxk.engine.output_parsing import read_calls
 from mlxk.engine.requests import EngineError, GenerationRequest, ToolCall
-from mlxk.engine.tool_prompt import CALL_END, CALL_START, native_tools
+from mlxk.engine.tool_formats import JSON_OPTIONS, TOOL_OPTIONS
+from mlxk.engine.tool_prompt import native_tools, parse_call
 
-# Compact, fixed whitespace: small models otherwise pad JSON with newlines until max_tokens.
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-# Tool-call markup: engine/tool_prompt.py's fallback format (Hermes/Qwen), the one forced calls are written in.
-CALL_TRIGGER, CALL_OPEN, CALL_CLOSE = CALL_START, CALL_START + "\n", "\n" + CALL_END
-_CALL_RE = re.compile(re.escape(CALL_OPEN) + r"(.*?)" + re.escape(CALL_CLOSE), re.S)
 CACHE_SIZE = 64
+_canonical, _tool_function, _parameters = tf.canonical, tf.function, tf.parameters
 
 
 class SchemaError(ValueError):
@@ -55,30 +52,12 @@ class SchemaError(ValueError):
 @dataclass(frozen=True)
 class Spec:
     """What one request is constrained to: ``mode`` "json", "call" (forced tool call) or
-    "lazy" (free text until the model opens a call); ``grammar`` is llguidance's text."""
+    "lazy" (free text until the model opens a call); ``grammar`` is llguidance's text;
+    ``read`` turns a forced call's text into its calls."""
 
     mode: str
     grammar: str
-
-
-def _canonical(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def _tool_function(tool: dict) -> dict:
-    return tool.get("function", tool) if isinstance(tool, dict) else {}
-
-
-def _parameters(tool: dict) -> dict:
-    params = _tool_function(tool).get("parameters")
-    return params if isinstance(params, dict) else {"type": "object", "properties": {}}
-
-
-# A tool's parameters describe what the tool accepts; agents send schemas with keywords the
-# grammar cannot enforce (Claude Code: propertyNames). Those are compiled leniently (the
-# keyword is not enforced, the tool still validates its input) instead of refusing the
-# whole request. An output format the client asked for is enforced as written, or refused.
-TOOL_OPTIONS = {**JSON_OPTIONS, "lenient": True}
+    read: Callable[[str], list[ToolCall]] | None = field(default=None, compare=False)
 
 
 def _json_grammar(schema: dict, field: str = "output_format", index: int | None = None,
@@ -89,12 +68,48 @@ def _json_grammar(schema: dict, field: str = "output_format", index: int | None 
         raise SchemaError(f"Invalid JSON schema: {exc}", field, index) from None
 
 
-def _call_schema(tools: list[dict]) -> dict:
-    options = [{"type": "object", "properties": {"name": {"const": _tool_function(t).get("name")},
-                                                  "arguments": _parameters(t)},
-                "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
-    schema = options[0] if len(options) == 1 else {"anyOf": options}
-    return {**schema, "x-guidance": TOOL_OPTIONS}
+_added_tokens: "weakref.WeakKeyDictionary[Any, dict[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def _added(tok: Any) -> dict[str, int]:
+    """The tokenizer's added tokens (text -> id): llguidance sees each as a token, never text."""
+    try:
+        return _added_tokens[tok]
+    except (KeyError, TypeError):
+        pass
+    hf = getattr(tok, "_tokenizer", tok)
+    try:
+        added = {t.content: i for i, t in hf.added_tokens_decoder.items() if t.content}
+    except AttributeError:
+        added = {}
+    try:
+        _added_tokens[tok] = added
+    except TypeError:
+        pass
+    return added
+
+
+def _format(tok: Any) -> tuple[tf.Format | None, Callable, tf.Lark]:
+    """How ``tok``'s model writes a call: its mlx-lm family's format, or the fallback one
+    (a model without native tools was told about it in the prompt). None: a native family
+    without an entry here (forced calls then use the fallback format, auto stays free)."""
+    g = tf.Lark(_added(tok) if tok is not None else None)
+    if tok is not None and native_tools(tok):
+        return tf.FORMATS.get(tf.family(tok) or ""), tok.tool_parser, g
+    return tf.HERMES, parse_call, g
+
+
+def _reader(fmt: tf.Format, parse: Callable, tools: list[dict]) -> Callable[[str], list[ToolCall]]:
+    def read(text: str) -> list[ToolCall]:
+        at = text.find(fmt.start)
+        if at < 0:
+            return []
+        body = text[at + len(fmt.start):]
+        if fmt.end and fmt.end in body:
+            body = body[:body.rfind(fmt.end)]
+        return read_calls(parse, body, tools) or []
+
+    return read
 
 
 _checked: OrderedDict[str, str] = OrderedDict()  # grammar text -> "" or the error, without a tokenizer
@@ -115,19 +130,14 @@ def _grammar_error(grammar: str) -> str:
     return error
 
 
-def _lazy_calls_fit(tok) -> bool:
-    """The model writes calls in this markup: the fallback format, or a native Hermes-style one."""
-    return not native_tools(tok) or getattr(tok, "tool_call_start", None) == CALL_TRIGGER
-
-
 def plan(req: GenerationRequest, tok: Any = None) -> Spec | None:
     """The constraint ``req`` asks for, or None for free text. Raises :class:`SchemaError`.
 
     A forced tool call (``tool_choice`` "required" or a tool's name) is exactly one call
     (small models, free to add more, repeat theirs until max_tokens); it wins over an output
-    format; "auto" (with the model's ``tok`` known) constrains a call's arguments where
-    the model writes calls in the markup used here (a lazy grammar: text is free until
-    the model writes the trigger); "none" never constrains.
+    format; "auto" (with the model's ``tok`` known) constrains a call's arguments (a lazy
+    grammar: text is free until the model opens a call, by its marker token or text). Calls
+    are written in the model's own format (engine/tool_formats.py); "none" never constrains.
     """
     tools = [t for t in (req.tools or []) if _tool_function(t).get("name")]
     choice = req.tool_choice
@@ -142,8 +152,11 @@ def plan(req: GenerationRequest, tok: Any = None) -> Spec | None:
                 raise SchemaError(f"Invalid parameters schema for tool '{_tool_function(t)['name']}': {err}", "tools", i)
     if tools and choice not in (None, "auto", "none"):
         chosen = tools if choice == "required" else [t for t in tools if _tool_function(t)["name"] == choice]
-        call = f"{json.dumps(CALL_OPEN)} %json {_canonical(_call_schema(chosen))} {json.dumps(CALL_CLOSE)}"
-        return Spec("call", _llg().LLMatcher.grammar_from_lark(f"start: {call}\n"))
+        fmt, parse, g = _format(tok)
+        if fmt is None:
+            fmt, parse = tf.HERMES, parse_call
+        grammar = _llg().LLMatcher.grammar_from_lark(tf.forced_grammar(fmt, g, chosen))
+        return Spec("call", grammar, _reader(fmt, parse, chosen))
     fmt = req.output_format
     if fmt is not None and fmt.kind in ("json_object", "json_schema"):
         schema = fmt.schema if fmt.kind == "json_schema" and fmt.schema is not None else {"type": "object"}
@@ -154,10 +167,13 @@ def plan(req: GenerationRequest, tok: Any = None) -> Spec | None:
         return Spec("json", grammar)
     if fmt is not None and fmt.kind != "text":
         raise SchemaError(f"Unknown output format '{fmt.kind}'", "output_format")
-    if tools and choice in (None, "auto") and tok is not None and req.messages is not None and _lazy_calls_fit(tok):
-        llg = _llg()
-        tag = llg.StructTag(trigger=CALL_TRIGGER, begin=CALL_OPEN, grammar=_call_schema(tools), end=CALL_CLOSE)
-        return Spec("lazy", llg.LLMatcher.grammar_from_lark(llg.StructTag.to_grammar([tag], assume_special=False)))
+    if tools and choice in (None, "auto") and tok is not None and req.messages is not None:
+        fmt, _, g = _format(tok)
+        if fmt is not None:
+            from mlxk.engine.loader import eos_token_ids
+
+            lark = tf.lazy_grammar(fmt, g, tools, set(eos_token_ids(tok, {})))
+            return Spec("lazy", _llg().LLMatcher.grammar_from_lark(lark))
     return None
 
 
@@ -315,12 +331,5 @@ class Constraint:
         self._held += text
         if reason is None:
             return "", None, []
-        calls = [tool_call(m.group(1)) for m in _CALL_RE.finditer(self._held)]
+        calls = self.spec.read(self._held) if self.spec.read is not None else []
         return "", ("tool_calls" if calls and reason == "stop" else reason), calls
-
-
-def tool_call(body: str) -> ToolCall:
-    """A ToolCall from the JSON the call grammar wrote ({"name": ..., "arguments": {...}})."""
-    data = json.loads(body)
-    return ToolCall(id=new_call_id(), name=data["name"],
-                    arguments=json.dumps(data["arguments"], ensure_ascii=False))

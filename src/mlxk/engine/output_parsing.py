@@ -97,7 +97,6 @@ class OutputParser:
 
         self.markup = markup
         self.tools = tools
-        self._names = {(t.get("function") or t).get("name") for t in tools or []}
         self._sm = TextStateMachine(markup.transitions())
         self._state = self._sm.make_state(markup.initial)
         self._tool_text = ""
@@ -152,27 +151,35 @@ class OutputParser:
         return [("tool_call", c) for c in calls]
 
     def _parse(self, raw: str) -> list[ToolCall] | None:
-        if not raw.strip() or self.markup.parse is None:
-            return None
-        try:
-            parsed = self.markup.parse(raw, self.tools)
-        except Exception:  # each parser raises its own kinds (ValueError, KeyError, IndexError, ...)
-            return None
-        calls = []
-        for item in parsed if isinstance(parsed, list) else [parsed]:
-            name = item.get("name") if isinstance(item, dict) else None
-            args = item.get("arguments", {}) if isinstance(item, dict) else None
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args)
-                except ValueError:
-                    return None
-            if not isinstance(name, str) or not name or not isinstance(args, dict):
+        return read_calls(self.markup.parse, raw, self.tools)
+
+
+def read_calls(parse: Callable[[str, Any], Any] | None, raw: str, tools: list[dict] | None) -> list[ToolCall] | None:
+    """The calls in ``raw`` (the text between a call's markers) read by ``parse`` (mlx-lm's
+    parser for the family, or the fallback format's), or None where it is not a call of
+    an offered tool with an object of arguments."""
+    if not raw.strip() or parse is None:
+        return None
+    try:
+        parsed = parse(raw, tools)
+    except Exception:  # each parser raises its own kinds (ValueError, KeyError, IndexError, ...)
+        return None
+    names = {(t.get("function") or t).get("name") for t in tools or []}
+    calls = []
+    for item in parsed if isinstance(parsed, list) else [parsed]:
+        name = item.get("name") if isinstance(item, dict) else None
+        args = item.get("arguments", {}) if isinstance(item, dict) else None
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError:
                 return None
-            if self._names and name not in self._names:
-                return None  # a tool the request never offered: the text is the answer
-            calls.append(ToolCall(item.get("id") or new_call_id(), name, json.dumps(args, ensure_ascii=False)))
-        return calls or None
+        if not isinstance(name, str) or not name or not isinstance(args, dict):
+            return None
+        if names and name not in names:
+            return None  # a tool the request never offered: the text is the answer
+        calls.append(ToolCall(item.get("id") or new_call_id(), name, json.dumps(args, ensure_ascii=False)))
+    return calls or None
 
 
 def _merged(pieces: list[Piece]) -> list[Piece]:
