@@ -19,30 +19,37 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from typing import Annotated, Any, AsyncIterator, Literal, Union
+from typing import Annotated, Any, AsyncIterator, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from mlxk.engine.requests import (MAX_STOPS, EngineError, GenerationRequest, MaxTokens, Probability, SamplingParams,
-                                  TopK, Usage)
+from mlxk.engine.requests import (MAX_STOPS, EngineError, GenerationRequest, MaxTokens, OutputFormat, Probability,
+                                  SamplingParams, TopK, Usage)
 from mlxk.server import handlers
 from mlxk.server.openai_models import param_of
+from mlxk.server.request_fields import Ignored, Refused, Reviewed, review, truthy
 
 BILLING_LINE = re.compile(r"\A\s*x-anthropic-billing-header:[^\n]*(\n|\Z)")
 
 
-class _Model(BaseModel):
+class _Model(Reviewed):
     model_config = ConfigDict(extra="ignore")
+
+
+HINT = Ignored()  # read, not honoured, harmless: logged
 
 
 class TextBlock(_Model):
     type: Literal["text"]
     text: str
+    cache_control: Annotated[Any, HINT] = None  # the prefix cache is automatic here
+    citations: Annotated[Any, HINT] = None
 
 
 class ImageBlock(_Model):
+    kept_extras: ClassVar[bool] = True  # refused whole (text-only models): its fields need no log
     type: Literal["image", "document"]
 
 
@@ -51,6 +58,7 @@ class ToolUseBlock(_Model):
     id: str
     name: str
     input: dict[str, Any] = Field(default_factory=dict)
+    cache_control: Annotated[Any, HINT] = None
 
 
 class ToolResultBlock(_Model):
@@ -58,11 +66,14 @@ class ToolResultBlock(_Model):
     tool_use_id: str
     content: str | list[Union[TextBlock, ImageBlock]] | None = None
     is_error: bool | None = None
+    cache_control: Annotated[Any, HINT] = None
 
 
 class ThinkingBlock(_Model):
     type: Literal["thinking", "redacted_thinking"]
-    thinking: str | None = None
+    thinking: str | None = None  # past thinking is not sent back to the model (see _messages)
+    signature: str | None = None
+    data: str | None = None
 
 
 Block = Annotated[Union[TextBlock, ImageBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock], Field(discriminator="type")]
@@ -78,38 +89,59 @@ class Tool(_Model):
     description: str | None = None
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     type: str | None = None  # "custom" or absent; server tools (web search, ...) are not run here
+    strict: bool | None = None  # a call's input always matches input_schema here
+    cache_control: Annotated[Any, HINT] = None
 
 
 class ToolChoice(_Model):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
-    disable_parallel_tool_use: bool | None = None
+    disable_parallel_tool_use: Annotated[bool | None, HINT] = None
 
 
-class MessagesRequest(_Model):
-    """The body of POST /v1/messages (fields this server does not use are ignored)."""
+class JsonOutputFormat(_Model):
+    """Structured output: the answer is JSON matching ``schema`` (engine/constraints.py)."""
+
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Model):
+    format: JsonOutputFormat | None = None
+    effort: Annotated[Any, HINT] = None
+
+
+class CountTokensRequest(_Model):
+    """The body of POST /v1/messages/count_tokens; the prompt fields of a message request."""
 
     model: str
     messages: list[InputMessage] = Field(min_length=1)
-    max_tokens: MaxTokens
     system: str | list[TextBlock] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    output_config: OutputConfig | None = None
+    output_format: JsonOutputFormat | None = None  # the structured-outputs beta's name for output_config.format
+    mcp_servers: Annotated[Any, Refused("MCP servers are not connected from here: declare their tools", truthy)] = None
+    thinking: Annotated[dict[str, Any] | None, HINT] = None
+    cache_control: Annotated[Any, HINT] = None
+    context_management: Annotated[Any, HINT] = None
+    speed: Annotated[Any, HINT] = None
+
+
+class MessagesRequest(CountTokensRequest):
+    """The body of POST /v1/messages (see request_fields for what is ignored or refused)."""
+
+    max_tokens: MaxTokens
     stop_sequences: list[str] | None = Field(None, max_length=MAX_STOPS)
     stream: bool | None = None
     temperature: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
     top_p: Probability | None = None
     top_k: TopK | None = None
-    tools: list[Tool] | None = None
-    tool_choice: ToolChoice | None = None
-    metadata: dict[str, Any] | None = None
-    thinking: dict[str, Any] | None = None
-
-
-class CountTokensRequest(_Model):
-    model: str
-    messages: list[InputMessage] = Field(min_length=1)
-    system: str | list[TextBlock] | None = None
-    tools: list[Tool] | None = None
-    tool_choice: ToolChoice | None = None
+    metadata: Annotated[dict[str, Any] | None, HINT] = None
+    service_tier: Annotated[Any, HINT] = None
+    container: Annotated[Any, HINT] = None
+    inference_geo: Annotated[Any, HINT] = None
+    diagnostics: Annotated[Any, HINT] = None
 
 
 class Usage_(BaseModel):
@@ -253,8 +285,18 @@ def _tools(req: MessagesRequest | CountTokensRequest) -> tuple[list[dict] | None
     return tools, {"auto": "auto", "any": "required", "none": "none"}[choice.type]
 
 
+def _output_format(req: CountTokensRequest) -> OutputFormat | None:
+    fmt = req.output_config.format if req.output_config is not None else None
+    if fmt is not None and req.output_format is not None:
+        raise EngineError(400, "output_format: give output_config.format or output_format, not both",
+                          param="output_format")
+    fmt = fmt or req.output_format
+    return OutputFormat("json_schema", fmt.schema_) if fmt is not None else None
+
+
 def parse(body: Any, max_tokens_cap: int) -> tuple[GenerationRequest, MessagesRequest]:
     req: MessagesRequest = _validate(MessagesRequest, body)
+    review(req, "anthropic")
     if req.max_tokens > max_tokens_cap:
         raise EngineError(400, f"max_tokens: must be at most {max_tokens_cap} on this server", param="max_tokens")
     given = {k: getattr(req, k) for k in ("temperature", "top_p", "top_k") if getattr(req, k) is not None}
@@ -263,13 +305,16 @@ def parse(body: Any, max_tokens_cap: int) -> tuple[GenerationRequest, MessagesRe
     except ValidationError as exc:
         raise _invalid(exc) from None
     tools, choice = _tools(req)
-    return GenerationRequest(None, params, messages=_messages(req), tools=tools, tool_choice=choice), req
+    return GenerationRequest(None, params, messages=_messages(req), tools=tools, tool_choice=choice,
+                             output_format=_output_format(req)), req
 
 
 def parse_count(body: Any) -> tuple[GenerationRequest, CountTokensRequest]:
     req: CountTokensRequest = _validate(CountTokensRequest, body)
+    review(req, "anthropic.count_tokens")
     tools, choice = _tools(req)
-    return GenerationRequest(None, SamplingParams(), messages=_messages(req), tools=tools, tool_choice=choice), req
+    return GenerationRequest(None, SamplingParams(), messages=_messages(req), tools=tools, tool_choice=choice,
+                             output_format=_output_format(req)), req
 
 
 # --- events -> answer --------------------------------------------------------------------

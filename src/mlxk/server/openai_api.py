@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlxk.engine.requests import EngineError, Event, GenerationRequest, SamplingParams, TokenLogprob, Usage
 from mlxk.server.openai_models import ChatRequest, CompletionRequest, param_of
+from mlxk.server.request_fields import review
 
 INTERRUPT_MESSAGE = "Stream interrupted: the server is shutting down"
 # Text averages about 4 characters a token; only runs such as long whitespace pack more. A prompt
@@ -109,6 +110,7 @@ def sampling_params(req: ChatRequest | CompletionRequest) -> SamplingParams:
 
 def parse_chat(body: Any, max_tokens_cap: int) -> GenerationRequest:
     req: ChatRequest = _validate(ChatRequest, body, max_tokens_cap)
+    review(req, "openai.chat")
     tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
     gen = GenerationRequest(None, sampling_params(req), messages=[m.for_template() for m in req.messages],
                             tools=tools, prompt_field="messages")
@@ -143,6 +145,7 @@ def structured_output(req: ChatRequest, gen: GenerationRequest) -> GenerationReq
 
 def parse_completion(body: Any, max_tokens_cap: int) -> GenerationRequest:
     req: CompletionRequest = _validate(CompletionRequest, body, max_tokens_cap)
+    review(req, "openai.completions")
     return GenerationRequest(None, sampling_params(req), prompt=req.prompt, prompt_field="prompt")
 
 

@@ -6,18 +6,21 @@ engine/requests.py). NaN/Infinity literals and lone surrogates never get this fa
 parser refuses them (openai_api.load_json_object). :func:`param_of` names the offending
 field the way OpenAI does (``messages[0].role``, ``tools[0]``) for the error's ``param``.
 
-Unknown fields are ignored, as OpenAI-compatible servers do: clients send vendor extras.
+Unknown fields are ignored, as OpenAI-compatible servers do (clients send vendor extras),
+and logged by name; fields OpenAI defines that would change the answer and are not supported
+here (``n`` > 1, ``audio``, ``logit_bias``, penalties) are refused (server/request_fields.py).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo,
+from pydantic import (AfterValidator, ConfigDict, Discriminator, Field, Tag, ValidationInfo,
                       field_validator, model_validator)
 
 from mlxk.engine.requests import (MAX_STOPS, MaxTokens, Penalty, Probability, Seed, Temperature, TopK,
                                   TopLogprobs)
+from mlxk.server.request_fields import Ignored, Refused, Reviewed, given, more_than_one, truthy
 
 TAG = "~"  # union-member tags start with it; param_of leaves them out of the field path
 
@@ -31,8 +34,22 @@ def _one_of(items: Any, container: type, kind: str, what: str) -> Any:
                      Discriminator(pick, custom_error_type="invalid_type", custom_error_message=what)]
 
 
-class _Strict(BaseModel):
+class _Strict(Reviewed):
     model_config = ConfigDict(strict=True, extra="ignore")
+
+
+def _penalty(value: Any) -> bool:
+    return value is not None and value != 0
+
+
+def _not_text(modalities: Any) -> bool:
+    return any(m != "text" for m in modalities or [])
+
+
+ONE_CHOICE = Refused("one choice per request is supported", more_than_one)
+NO_PENALTY = Refused("not supported here (leave it 0; repetition_penalty is)", _penalty)
+NO_BIAS = Refused("logit bias is not supported here", truthy)
+HINT = Ignored()  # read, not honoured, harmless: logged
 
 
 class ContentPart(_Strict):
@@ -160,7 +177,11 @@ class _Common(_Strict):
     repetition_penalty: Penalty | None = None
     seed: Seed | None = None
     stop: list[str] | None = Field(None, max_length=MAX_STOPS)
-    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    n: Annotated[int | None, Field(ge=1), ONE_CHOICE] = None
+    frequency_penalty: Annotated[Any, NO_PENALTY] = None
+    presence_penalty: Annotated[Any, NO_PENALTY] = None
+    logit_bias: Annotated[Any, NO_BIAS] = None
+    user: Annotated[Any, HINT] = None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -179,11 +200,25 @@ class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None  # structured output (engine/constraints.py) from here
-    parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     max_completion_tokens: CappedTokens | None = None
     logprobs: bool | None = None
     top_logprobs: Annotated[TopLogprobs, Field(le=20)] | None = None
+    audio: Annotated[Any, Refused("answers here are text only", given)] = None
+    modalities: Annotated[Any, Refused("answers here are text only", _not_text)] = None
+    functions: Annotated[Any, Refused("deprecated: declare them in 'tools'", truthy)] = None
+    function_call: Annotated[Any, Refused("deprecated: use 'tool_choice' with 'tools'", given)] = None
+    web_search_options: Annotated[Any, Refused("web search is not run here", given)] = None
+    parallel_tool_calls: Annotated[bool | None, HINT] = None
+    metadata: Annotated[Any, HINT] = None
+    store: Annotated[Any, HINT] = None
+    service_tier: Annotated[Any, HINT] = None
+    reasoning_effort: Annotated[Any, HINT] = None
+    verbosity: Annotated[Any, HINT] = None
+    prediction: Annotated[Any, HINT] = None
+    prompt_cache_key: Annotated[Any, HINT] = None
+    prompt_cache_retention: Annotated[Any, HINT] = None
+    safety_identifier: Annotated[Any, HINT] = None
 
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
@@ -202,6 +237,9 @@ def _unbatch(v: Any) -> Any:
 class CompletionRequest(_Common):
     prompt: Prompt
     logprobs: Annotated[TopLogprobs, Field(le=5)] | None = None  # completions: how many alternatives
+    best_of: Annotated[int | None, Field(ge=1), ONE_CHOICE] = None
+    echo: Annotated[Any, Refused("the prompt is not echoed back here", truthy)] = None
+    suffix: Annotated[Any, Refused("insertion (text after the completion) is not supported here", truthy)] = None
 
     @field_validator("prompt", mode="before")
     @classmethod

@@ -10,7 +10,8 @@ response.failed), each with its ``sequence_number``.
 
 Nothing is stored: ``previous_response_id`` is refused with 400 (send the whole input), and
 ``store`` is accepted but never honoured. Tools other than functions (Codex's freeform
-``custom`` tools, web search, ...) are left out of what the model is offered.
+``custom`` tools, web search, ...) are left out of what the model is offered (and logged).
+Other fields this server does not honour are logged or refused (request_fields.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator, Literal
+from typing import Annotated, Any, AsyncIterator, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -29,12 +30,17 @@ from mlxk.engine.requests import (MAX_STOPS, EngineError, GenerationRequest, Max
                                   SamplingParams, Temperature, TopK, Usage)
 from mlxk.server import handlers
 from mlxk.server.openai_api import error_body, invalid
+from mlxk.server.request_fields import Ignored, Refused, Reviewed, given, review, truthy
 
 log = logging.getLogger("mlxk.server")
 
 
-class _Model(BaseModel):
+class _Model(Reviewed):
     model_config = ConfigDict(extra="ignore")
+
+
+HINT = Ignored()  # read, not honoured, harmless: logged
+STATELESS = "this server stores no responses or conversations; send the whole conversation in 'input'"
 
 
 class ContentPart(_Model):
@@ -49,6 +55,8 @@ class InputItem(_Model):
     type: str | None = None
     role: Literal["user", "assistant", "system", "developer"] | None = None
     content: str | list[ContentPart] | None = None
+    id: str | None = None  # an item's own id and status (echoed back output) say nothing to the model
+    status: str | None = None
     call_id: str | None = None
     name: str | None = None
     arguments: str | None = None
@@ -61,6 +69,7 @@ class ToolDef(_Model):
     name: str | None = None
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # a call's arguments always match its parameters here
     tools: list["ToolDef"] | None = None  # a namespace group's members
 
 
@@ -78,6 +87,7 @@ class TextFormat(_Model):
 
 class TextConfig(_Model):
     format: TextFormat | None = None
+    verbosity: Annotated[Any, HINT] = None
 
 
 class ResponsesRequest(_Model):
@@ -93,11 +103,28 @@ class ResponsesRequest(_Model):
     top_p: Probability | None = None
     top_k: TopK | None = None
     stream: bool | None = None
-    previous_response_id: str | None = None
-    store: bool | None = None
+    previous_response_id: Annotated[str | None, Refused(STATELESS, truthy)] = None
+    conversation: Annotated[Any, Refused(STATELESS, truthy)] = None
+    prompt: Annotated[Any, Refused("stored prompt templates are not kept here: send 'instructions' and 'input'",
+                                   given)] = None
+    background: Annotated[Any, Refused("background responses are not kept here: stream instead", truthy)] = None
+    top_logprobs: Annotated[Any, Refused("log probabilities are not returned by this endpoint here (chat "
+                                         "completions returns them)", truthy)] = None
+    store: Annotated[bool | None, HINT] = None
     text: TextConfig | None = None
-    reasoning: dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
+    reasoning: Annotated[dict[str, Any] | None, HINT] = None
+    parallel_tool_calls: Annotated[bool | None, HINT] = None
+    include: Annotated[Any, HINT] = None
+    metadata: Annotated[Any, HINT] = None
+    max_tool_calls: Annotated[Any, HINT] = None
+    prompt_cache_key: Annotated[Any, HINT] = None
+    prompt_cache_retention: Annotated[Any, HINT] = None
+    safety_identifier: Annotated[Any, HINT] = None
+    service_tier: Annotated[Any, HINT] = None
+    stream_options: Annotated[Any, HINT] = None
+    truncation: Annotated[Any, HINT] = None
+    context_management: Annotated[Any, HINT] = None
+    user: Annotated[Any, HINT] = None
     stop: list[str] | None = Field(None, max_length=MAX_STOPS)  # an extension (chat's stop); not OpenAI's
 
     @field_validator("stop", mode="before")
@@ -166,9 +193,7 @@ def parse(body: Any, max_tokens_cap: int) -> tuple[GenerationRequest, ResponsesR
         req = ResponsesRequest.model_validate(body)
     except ValidationError as exc:
         raise invalid(exc) from None
-    if req.previous_response_id:
-        raise EngineError(400, "previous_response_id is not supported: this server stores no responses; send the "
-                               "whole conversation in 'input'", param="previous_response_id")
+    review(req, "responses")
     if req.max_output_tokens and req.max_output_tokens > max_tokens_cap:
         raise EngineError(400, f"Invalid value for 'max_output_tokens': must be at most {max_tokens_cap} on this "
                                "server", param="max_output_tokens")
