@@ -2,7 +2,12 @@
 
 GGUF stores the vocabulary (``tokenizer.ggml.tokens``), the BPE merges, token types and
 the name of the pre-tokenizer (``tokenizer.ggml.pre``); the regexes themselves live in
-llama.cpp. The table below restates them in the ``tokenizers`` library's terms.
+llama.cpp. The table below restates them in the ``tokenizers`` library's terms. This
+module holds the byte-level BPE ("gpt2") path and what both paths share; SentencePiece
+vocabularies ("llama") are in ``gguf_tokenizer_spm``.
+
+``meta`` values may be plain Python (gguf-py's ``field.contents()``) or what ``mx.load``
+returns (numeric arrays as mx arrays).
 """
 
 from __future__ import annotations
@@ -45,16 +50,26 @@ def pre_tokenizer(pre: str) -> dict[str, Any]:
 
 
 def build_tokenizer_json(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(tokenizer.json, the special tokens by role) for a GPT-2-style BPE vocabulary."""
+    """(tokenizer.json, the special tokens by role) for the vocabulary ``tokenizer.ggml.model`` names."""
     model = meta.get("tokenizer.ggml.model")
-    if model != "gpt2":
-        raise ValueError(f"tokenizer model '{model}' is not supported (only byte-level BPE, 'gpt2')")
+    if model == "gpt2":
+        return _build_gpt2(meta)
+    if model == "llama":
+        from mlxk.convert.gguf_tokenizer_spm import build_spm
+
+        return build_spm(meta)
+    raise ValueError(
+        f"tokenizer model '{model}' is not supported (byte-level BPE 'gpt2' and SentencePiece 'llama' are)"
+    )
+
+
+def _build_gpt2(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A GPT-2-style byte-level BPE vocabulary with its merges."""
     tokens: list[str] = list(meta["tokenizer.ggml.tokens"])
     merges: list[str] = list(meta.get("tokenizer.ggml.merges") or [])
-    types = [int(t) for t in _as_list(meta.get("tokenizer.ggml.token_type"), len(tokens), NORMAL)]
+    types = [int(t) for t in as_list(meta.get("tokenizer.ggml.token_type"), len(tokens), NORMAL)]
     added = [
-        {"id": i, "content": tok, "single_word": False, "lstrip": False, "rstrip": False,
-         "normalized": types[i] == USER_DEFINED, "special": types[i] == CONTROL}
+        added_token(i, tok, special=types[i] == CONTROL, normalized=types[i] == USER_DEFINED)
         for i, tok in enumerate(tokens)
         if types[i] in (CONTROL, USER_DEFINED)
     ]
@@ -65,7 +80,7 @@ def build_tokenizer_json(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str
         "added_tokens": added,
         "normalizer": None,
         "pre_tokenizer": pre_tokenizer(str(meta.get("tokenizer.ggml.pre", "default"))),
-        "post_processor": _post_processor(meta, tokens),
+        "post_processor": _byte_level_post_processor(meta, tokens),
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {
             "type": "BPE",
@@ -80,35 +95,72 @@ def build_tokenizer_json(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str
             "merges": [m.split(" ", 1) for m in merges],
         },
     }
+    return tokenizer, special_tokens(meta, tokens)
+
+
+def added_token(idx: int, content: str, *, special: bool, normalized: bool) -> dict[str, Any]:
+    return {"id": idx, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+            "normalized": normalized, "special": special}
+
+
+def special_tokens(meta: dict[str, Any], tokens: list[str]) -> dict[str, str]:
+    """The BOS/EOS/UNK/PAD tokens the GGUF names by id, keyed by transformers' role names."""
     specials = {}
     for role in ("bos", "eos", "unknown", "padding"):
         idx = meta.get(f"tokenizer.ggml.{role}_token_id")
         if idx is not None and 0 <= int(idx) < len(tokens):
             specials[{"unknown": "unk", "padding": "pad"}.get(role, role)] = tokens[int(idx)]
-    return tokenizer, specials
+    return specials
 
 
-def _post_processor(meta: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
-    """Byte-level offsets, plus the BOS token in front when the GGUF says to add one."""
-    byte_level = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
-    bos = meta.get("tokenizer.ggml.bos_token_id")
-    if not meta.get("tokenizer.ggml.add_bos_token") or bos is None:
-        return byte_level
-    bos_tok = tokens[int(bos)]
-    template = {
+def add_bos(meta: dict[str, Any]) -> bool:
+    """``tokenizer.ggml.add_bos_token``; a SentencePiece file without the flag gets BOS (as in llama.cpp)."""
+    flag = meta.get("tokenizer.ggml.add_bos_token")
+    if flag is None:
+        return meta.get("tokenizer.ggml.model") == "llama"
+    return bool(flag)
+
+
+def bos_eos_template(meta: dict[str, Any], tokens: list[str], default_bos: bool = False) -> dict[str, Any] | None:
+    """A TemplateProcessing that adds BOS in front and/or EOS behind, as the GGUF's flags say; None if neither."""
+    ends = []
+    for role, wanted in (("bos", add_bos(meta)), ("eos", bool(meta.get("tokenizer.ggml.add_eos_token")))):
+        idx = meta.get(f"tokenizer.ggml.{role}_token_id")
+        if wanted and idx is not None and 0 <= int(idx) < len(tokens):
+            ends.append((role, tokens[int(idx)], int(idx)))
+    if not ends:
+        return None
+    bos = [tok for role, tok, _ in ends if role == "bos"]
+    eos = [tok for role, tok, _ in ends if role == "eos"]
+
+    def seq(name: str, type_id: int) -> list[dict[str, Any]]:
+        return ([{"SpecialToken": {"id": t, "type_id": type_id}} for t in bos]
+                + [{"Sequence": {"id": name, "type_id": type_id}}]
+                + [{"SpecialToken": {"id": t, "type_id": type_id}} for t in eos])
+
+    return {
         "type": "TemplateProcessing",
-        "single": [{"SpecialToken": {"id": bos_tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-        "pair": [{"SpecialToken": {"id": bos_tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                 {"SpecialToken": {"id": bos_tok, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
-        "special_tokens": {bos_tok: {"id": bos_tok, "ids": [int(bos)], "tokens": [bos_tok]}},
+        "single": seq("A", 0),
+        "pair": seq("A", 0) + seq("B", 1),
+        "special_tokens": {tok: {"id": tok, "ids": [idx], "tokens": [tok]} for _, tok, idx in ends},
     }
-    return {"type": "Sequence", "processors": [byte_level, template]}
 
 
-def _as_list(value: Any, n: int, default: int) -> list:
+def _byte_level_post_processor(meta: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
+    """Byte-level offsets, plus BOS/EOS when the GGUF says to add them."""
+    byte_level = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    template = bos_eos_template(meta, tokens)
+    return byte_level if template is None else {"type": "Sequence", "processors": [byte_level, template]}
+
+
+def as_list(value: Any, n: int, default: Any) -> list:
+    """A GGUF array as a Python list (mx.load hands numeric arrays back as mx arrays)."""
     if value is None:
         return [default] * n
     return value.tolist() if hasattr(value, "tolist") else list(value)
+
+
+_as_list = as_list
 
 
 def tokenizer_config(meta: dict[str, Any], specials: dict[str, str]) -> dict[str, Any]:
@@ -116,7 +168,7 @@ def tokenizer_config(meta: dict[str, Any], specials: dict[str, str]) -> dict[str
         "tokenizer_class": "PreTrainedTokenizerFast",
         "clean_up_tokenization_spaces": False,
         "model_max_length": int(meta.get(f"{meta.get('general.architecture')}.context_length", 2048)),
-        "add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
+        "add_bos_token": add_bos(meta),
         "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
     }
     for role, tok in specials.items():
