@@ -13,7 +13,7 @@ import pytest
 from tests.cachebuilder import CacheBuilder
 
 # Area fixtures live in their own modules so each area can grow without touching this file.
-pytest_plugins = ["tests.model_fixture", "tests.hub_fixture", "tests.serve_fixture"]
+pytest_plugins = ["tests.model_fixture", "tests.real_models", "tests.hub_fixture", "tests.serve_fixture"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,7 +33,7 @@ def test_gguf_import_to_folder_reports_choice_and_health(demo_gguf, tmp_path):
     assert (d["health_check"], d["health_status"], d["runtime_compatible"]) == (True, "healthy", True)
     names = sorted(p.name for p in target.iterdir())
     assert names == ["README.md", "config.json", "generation_config.json", "model.safetensors",
-                     "tokenizer.json", "tokenizer_config.json"]
+                     "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json"]
     tok_cfg = json.loads((target / "tokenizer_config.json").read_text())
     assert "<|im_start|>" in tok_cfg["chat_template"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left

@@ -45,6 +45,7 @@ class ImportResult:
     architecture: str
     parameters: int
     tensor_types: dict[str, int]
+    peak_held_bytes: int = 0  # the most the shard writer held at once (one shard + one tensor, by design)
 
 
 class GGUFFile:
@@ -230,4 +231,4 @@ def import_gguf(
     gen = {k: config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in config}
     (target / "generation_config.json").write_text(json.dumps(gen, indent=2))
     label = "q%d" % quantization["bits"] if quantization else dtype
-    return ImportResult(label, quantization, arch, emit.params, types)
+    return ImportResult(label, quantization, arch, emit.params, types, writer.peak_held_bytes)
