@@ -298,6 +298,9 @@ def test_gemini_refuses_a_base_model(server, name):
     with pytest.raises(genai_errors.ClientError) as e:
         list(client.models.generate_content_stream(model=name, contents=PROMPT, config=cfg))
     assert e.value.code == 400
+    with pytest.raises(genai_errors.ClientError) as e:
+        client.models.count_tokens(model=name, contents=PROMPT)
+    assert e.value.code == 400
 
 
 def test_completions_still_serve_a_base_model(server, oai):

@@ -130,6 +130,8 @@ class RunData(Open):
     response: str
     tokens_generated: int
     generation_time_s: float
+    model_type: Optional[str] = None  # "base": no chat template, the prompt was completed as plain text
+    chat_template: Optional[bool] = None  # whether the prompt went through the model's chat template
 
 
 SUCCESS_DATA: dict[str, type[BaseModel]] = {
