@@ -91,7 +91,8 @@ TYPE_FORMATS = {"int32", "int64", "float", "double", "enum"}  # the dialect's; n
 class Schema(_Model):
     """Google's schema dialect (OpenAPI 3.0 subset: ``"type": "OBJECT"``, ``nullable``,
     ``propertyOrdering``), read in either spelling; :meth:`json_schema` is the JSON Schema
-    the engine compiles. Keywords outside the dialect are passed on as written."""
+    the engine compiles (an object with ``properties`` holds only those, as Gemini answers).
+    Keywords outside the dialect are passed on as written."""
 
     model_config = ConfigDict(extra="allow")
     kept_extras: ClassVar[bool] = True
@@ -142,6 +143,8 @@ class Schema(_Model):
                 keys = [k for k in order if k in value] + [k for k in value if k not in order]
                 value = {k: value[k].json_schema() for k in keys}
             out[key] = value
+        if out.get("type") == "object" and self.properties is not None and self.additional_properties is None:
+            out["additionalProperties"] = False  # the dialect's objects hold their listed properties only
         if self.nullable and "type" in out:
             types = out["type"] if isinstance(out["type"], list) else [out["type"]]
             out["type"] = types + ["null"] if "null" not in types else types
