@@ -2,7 +2,7 @@
 
 A GGUF keeps the SentencePiece pieces, their scores and token types, but not the
 ``tokenizer.model`` itself. The ``tokenizers`` library runs a SentencePiece BPE model as
-BPE with byte fallback (the ``<0xNN>`` pieces) behind a Metaspace step that turns spaces
+BPE with byte fallback (the ``<0xNN>`` pieces) behind a normalizer that turns spaces
 into ``▁``. Such a BPE needs merges; files rarely carry them, so they are derived from
 the vocabulary: every way of cutting a piece into two pieces that are themselves in the
 vocabulary is a merge, ranked by the merged piece's score, best first (the rule
@@ -35,7 +35,7 @@ SPACE = "\u2581"
 def respell_spaces(tokens: list[str]) -> list[str]:
     """Pieces made only of spaces (Gemma stores ``"  "`` for ``"▁▁"``) get their ``▁`` spelling back.
 
-    Metaspace turns every space into ``▁`` before the model sees the text, so a piece spelled
+    The normalizer turns every space into ``▁`` before the model sees the text, so a piece spelled
     with real spaces could never be produced. Left alone when the ``▁`` spelling is taken.
     """
     taken = set(tokens)
@@ -73,6 +73,21 @@ def derive_merges(tokens: list[str], rank: list[float]) -> list[tuple[str, str]]
     neg_score = -np.asarray(values, dtype=np.float64)[idx]
     order = np.lexsort((idx, cuts - lengths, -cuts, neg_score))
     return [(pieces[i][:c], pieces[i][c:]) for i, c in zip(idx[order].tolist(), cuts[order].tolist())]
+
+
+def _normalizer(prefix: bool) -> dict[str, Any]:
+    """Spaces become ``▁``; with ``add_space_prefix``, one ``▁`` goes in front of the text.
+
+    As llama.cpp does it: in front of every stretch of text, including one that follows a
+    special token (added tokens are cut out before the normalizer runs) and one that already
+    starts with a space (``" x"`` is ``▁▁x``). transformers' Metaspace pre-tokenizer does
+    neither (non-legacy ``prepend_scheme="first"``, and no ``▁`` before a leading space), so it
+    is not used; this is the shape of the original Llama 2 ``tokenizer.json``.
+    """
+    replace = {"type": "Replace", "pattern": {"String": " "}, "content": SPACE}
+    if not prefix:
+        return replace
+    return {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": SPACE}, replace]}
 
 
 def build_spm(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -113,11 +128,8 @@ def build_spm(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         "truncation": None,
         "padding": None,
         "added_tokens": added,
-        "normalizer": None,
-        # llama.cpp puts the space in front of every stretch of text that follows a special
-        # token, not only the first: "always", not transformers' non-legacy "first".
-        "pre_tokenizer": {"type": "Metaspace", "replacement": SPACE,
-                          "prepend_scheme": "always" if prefix else "never", "split": False},
+        "normalizer": _normalizer(prefix),
+        "pre_tokenizer": None,
         "post_processor": bos_eos_template(meta, tokens, default_bos=True),
         "decoder": {"type": "Sequence", "decoders": decoders},
         "model": {
