@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from mlxk.engine.constraints import Constraints, constrain, plan
+from mlxk.engine.constraints import constrain, plan
 from mlxk.engine.output_parsing import parser_for
 from mlxk.engine.requests import GenerationRequest, SamplingParams
 from mlxk.engine.tool_formats import Lark
@@ -115,7 +115,8 @@ def _family(name: str, demo_model_dir, tmp_path_factory) -> tuple:
     if name not in _built:
         markers, names, parser_type, call = FAMILIES[name]
         tok = _marker_tokenizer(Path(demo_model_dir), tmp_path_factory.mktemp(name), markers, names, parser_type)
-        _built[name] = (name, tok, Constraints(tok, None), call)
+        group = constrain(request("get_weather"), tok, None).group  # the engine's own, kept per tokenizer
+        _built[name] = (name, tok, group, call)
     return _built[name]
 
 
