@@ -20,7 +20,7 @@ import logging
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator, get_args
 
 from pydantic import BaseModel, PrivateAttr, model_validator
 
@@ -91,6 +91,18 @@ def _keys(model: type[BaseModel]) -> frozenset[str]:
     return frozenset(out)
 
 
+@cache
+def _holds_models(model: type[BaseModel], name: str) -> bool:
+    """Whether field ``name`` can hold models (free-form JSON such as a schema is not walked)."""
+    todo = [model.model_fields[name].annotation]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return True
+        todo += [a for a in get_args(t) if not isinstance(a, (str, int, float, bool)) or a is None]
+    return False
+
+
 def _marks(info) -> Iterator[Ignored | Refused]:
     return (m for m in info.metadata if isinstance(m, (Ignored, Refused)))
 
@@ -116,7 +128,7 @@ def _walk(obj: Any, path: str) -> Iterator[tuple[str, Any, Ignored | Refused | N
         where = prefix + (info.alias or name)
         for mark in _marks(info):
             yield where, value, mark
-        if isinstance(value, (BaseModel, list, dict)):
+        if isinstance(value, BaseModel) or isinstance(value, (list, dict)) and _holds_models(type(obj), name):
             yield from _walk(value, where)
     for key in obj._unknown if isinstance(obj, Reviewed) else ():
         yield prefix + key, None, None
