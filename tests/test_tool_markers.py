@@ -214,3 +214,24 @@ def test_auto_mode_leaves_other_added_tokens_to_the_model(demo_model_dir, tmp_pa
     name, tok, group, call = _family("json_tools", demo_model_dir, tmp_path_factory)  # it has <think> too
     spec = plan(request(), tok)
     assert _accepts(group, spec, _ids(tok, "<think>\nweather?\n</think>\n" + call, True))
+
+
+TRICKY = [
+    {"type": "object"},  # no properties: any argument names
+    {"type": "object", "properties": {}, "additionalProperties": False},  # no arguments at all
+    {"type": "object", "$defs": {"Unit": {"enum": ["celsius", "fahrenheit"]}},
+     "properties": {"unit": {"$ref": "#/$defs/Unit"}}, "required": ["unit"]},  # pydantic's shape
+    {"type": "object", "properties": {"where": {"type": "object", "properties": {"lat": {"type": "number"}}},
+                                      "tags": {"type": "array", "items": {"type": "string"}},
+                                      "ok": {"type": "boolean"}, "n": {"type": ["integer", "null"]}}},
+]
+
+
+def test_every_format_compiles_the_schemas_agents_send(family):
+    name, tok, group, call = family
+    tools = [{"type": "function", "function": {"name": f"probe{i}", "parameters": p}} for i, p in enumerate(TRICKY)]
+    for choice in ("required", None):
+        req = GenerationRequest(None, SamplingParams(), messages=[{"role": "user", "content": "x"}],
+                                tools=[*tools, WEATHER], tool_choice=choice)
+        m = group.matcher(plan(req, tok).grammar)  # raises EngineError(400) on a grammar llguidance refuses
+        assert not m.is_error(), m.get_error()

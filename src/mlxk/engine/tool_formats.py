@@ -39,6 +39,7 @@ TOOL_OPTIONS = {**JSON_OPTIONS, "lenient": True}
 INTEGER = r"/-?(0|[1-9][0-9]*)/"
 NUMBER = r"/-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?/"
 _META = set("\\.+*?()|[]{}^$/")
+KEY = "/[A-Za-z_][A-Za-z0-9_]*/"  # a parameter's name where the schema names none
 
 
 def canonical(obj: Any) -> str:
@@ -62,11 +63,25 @@ def parameters(tool: dict) -> dict:
     return params if isinstance(params, dict) else {"type": "object", "properties": {}}
 
 
-def call_schema(tools: list[dict]) -> dict:
-    """{"name": ..., "arguments": ...} for any of ``tools`` (Hermes, LongCat, Mistral v3)."""
+def _rebased(node: Any, prefix: str) -> Any:
+    """``node`` with its local ``$ref`` pointers ("#/...") moved under ``prefix``."""
+    if isinstance(node, dict):
+        return {k: (prefix + v[1:] if k == "$ref" and isinstance(v, str) and v.startswith("#") else _rebased(v, prefix))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rebased(v, prefix) for v in node]
+    return node
+
+
+def call_schema(tools: list[dict], base: str = "#") -> dict:
+    """{"name": ..., "arguments": ...} for any of ``tools`` (Hermes, LongCat, Mistral v3), the
+    schema sitting at ``base`` (a parameters schema's own $refs still find its $defs)."""
+    def at(i: int) -> str:
+        return f"{base}/properties/arguments" if len(tools) == 1 else f"{base}/anyOf/{i}/properties/arguments"
+
     options = [{"type": "object", "properties": {"name": {"const": function(t).get("name")},
-                                                  "arguments": parameters(t)},
-                "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
+                                                  "arguments": _rebased(parameters(t), at(i))},
+                "required": ["name", "arguments"], "additionalProperties": False} for i, t in enumerate(tools)]
     schema = options[0] if len(options) == 1 else {"anyOf": options}
     return {**schema, "x-guidance": TOOL_OPTIONS}
 
@@ -76,6 +91,7 @@ class Lark:
 
     def __init__(self, added: dict[str, int] | None = None):
         self.added = dict(added or {})
+        self.names = {v: k for k, v in self.added.items()}
         self.rules: list[str] = []
         words = sorted(self.added, key=len, reverse=True)
         self._find = re.compile("|".join(map(re.escape, words))) if words else None
@@ -97,8 +113,7 @@ class Lark:
 
     def lit(self, text: str) -> str:
         """``text`` exactly, each added token in it as the token or as its text."""
-        inv = {v: k for k, v in self.added.items()}
-        parts = [_string(p) if isinstance(p, str) else f"(<[{p}]> | {_string(inv[p])})" for p in self.pieces(text)]
+        parts = [_string(p) if isinstance(p, str) else f"(<[{p}]> | {_string(self.names[p])})" for p in self.pieces(text)]
         return " ".join(parts) if parts else '""'
 
     def rule(self, body: str, opts: str = "") -> str:
@@ -112,7 +127,7 @@ class Lark:
         lazy = self.rule(f"/{char}*{_regex_text(closer)}/", "[lazy]")
         first = self.pieces(closer)[0]
         if isinstance(first, int):
-            rest = closer[len(next(k for k, v in self.added.items() if v == first)):]
+            rest = closer[len(self.names[first]):]
             return f"(/{char}*/ <[{first}]> {self.lit(rest) if rest else ''} | {lazy})"
         return lazy
 
@@ -181,7 +196,8 @@ def kv_sequence(g: Lark, schema: dict, item: Callable[[str, dict], str], sep: st
             return '""'
         one = g.rule(extra)
         return f"({one} ({_string(sep)} {one})*)?" if sep else f"{one}*"
-    items = [(g.rule(item(k, v if isinstance(v, dict) else {})), k in required) for k, v in props.items()]
+    defs = {k: schema[k] for k in ("$defs", "definitions") if k in schema}  # a parameter's $ref points there
+    items = [(g.rule(item(k, {**v, **defs} if isinstance(v, dict) else {})), k in required) for k, v in props.items()]
     s = f"{_string(sep)} " if sep else ""
 
     def rest(j: int) -> str:
@@ -222,31 +238,34 @@ def _hermes(g: Lark, tools: list[dict]) -> str:
 def _qwen3_coder(g: Lark, name: str, schema: dict) -> str:
     closer = "\n</parameter>\n"
     item = lambda k, v: f"{_string(f'<parameter={k}>' + chr(10))} {raw_value(g, v, closer)}"
-    extra = f'"<parameter=" /[A-Za-z_][A-Za-z0-9_]*/ ">\\n" {g.until(closer)}'
+    extra = f'"<parameter=" {KEY} ">\\n" {g.until(closer)}'
     head = _string(f"\n<function={name}>\n")
     return f'{head} {kv_sequence(g, schema, item, "", extra)} "</function>\\n"'
 
 
 def _glm47(g: Lark, name: str, schema: dict) -> str:
     item = lambda k, v: f"{g.lit('<arg_key>' + k + '</arg_key><arg_value>')} {raw_value(g, v, '</arg_value>')}"
-    extra = f"{g.lit('<arg_key>')} /[A-Za-z_][A-Za-z0-9_]*/ {g.lit('</arg_key><arg_value>')} {g.until('</arg_value>')}"
+    extra = f"{g.lit('<arg_key>')} {KEY} {g.lit('</arg_key><arg_value>')} {g.until('</arg_value>')}"
     return f"{_string(name)} {kv_sequence(g, schema, item, '', extra)}"
 
 
 def _minimax(g: Lark, name: str, schema: dict) -> str:
     item = lambda k, v: f"{g.lit(f'<parameter name={_string(k)}>')} {raw_value(g, v, '</parameter>' + chr(10))}"
+    extra = f"{g.lit('<parameter name=' + chr(34))} {KEY} {g.lit(chr(34) + '>')} {g.until('</parameter>' + chr(10))}"
     head = g.lit(f"\n<invoke name={_string(name)}>\n")
-    return f"{head} {kv_sequence(g, schema, item, '', None)} {g.lit('</invoke>' + chr(10))}"
+    return f"{head} {kv_sequence(g, schema, item, '', extra)} {g.lit('</invoke>' + chr(10))}"
 
 
 def _minicpm5(g: Lark, name: str, schema: dict) -> str:
     item = lambda k, v: f"{g.lit(f'<param name={_string(k)}>')} {raw_value(g, v, '</param>')}"
-    return f"{_string(_string(name) + '>')} {kv_sequence(g, schema, item, '', None)}"
+    extra = f"{g.lit('<param name=' + chr(34))} {KEY} {g.lit(chr(34) + '>')} {g.until('</param>')}"
+    return f"{_string(_string(name) + '>')} {kv_sequence(g, schema, item, '', extra)}"
 
 
 def _muse(g: Lark, name: str, schema: dict) -> str:
     item = lambda k, v: f"{g.lit(f'<atem:parameter name={_string(k)}>')} {g.json(v)} {g.lit('</atem:parameter>')}"
-    return f"{g.lit(f'<atem:invoke name={_string(name)}>')} {kv_sequence(g, schema, item, '', None)} {g.lit('</atem:invoke>')}"
+    extra = f"{g.lit('<atem:parameter name=' + chr(34))} {KEY} {g.lit(chr(34) + '>')} {g.json({})} {g.lit('</atem:parameter>')}"
+    return f"{g.lit(f'<atem:invoke name={_string(name)}>')} {kv_sequence(g, schema, item, '', extra)} {g.lit('</atem:invoke>')}"
 
 
 def _kimi_k2(g: Lark, name: str, schema: dict) -> str:
@@ -262,23 +281,25 @@ def _kimi_k3(g: Lark, name: str, schema: dict) -> str:
 def _mistral(g: Lark, tools: list[dict]) -> str:
     if "[ARGS]" in g.added:  # v11+ tokenizers: name[ARGS]{...}
         return _each(lambda g, name, schema: f"{_string(name)} {g.lit('[ARGS]')} {g.json(schema)}")(g, tools)
-    schema = {"type": "array", "items": call_schema(tools), "minItems": 1, "maxItems": 1}
+    schema = {"type": "array", "items": call_schema(tools, "#/items"), "minItems": 1, "maxItems": 1}
     return g.json(schema)
 
 
 def _pythonic(g: Lark, name: str, schema: dict) -> str:
     item = lambda k, v: f"{_string(k + '=')} {g.json(v)}"
-    return f"{_string('[' + name + '(')} {kv_sequence(g, schema, item, ', ', None)} \")]\""
+    return f"{_string('[' + name + '(')} {kv_sequence(g, schema, item, ', ', f'{KEY} {chr(34)}={chr(34)} {g.json({})}')} \")]\""
 
 
 def _function_gemma(g: Lark, name: str, schema: dict) -> str:
     item = lambda k, v: f"{_string(k + ':')} {delimited_value(g, v, '<escape>', '[^}]')}"
-    return f"{_string('call:' + name + '{')} {kv_sequence(g, schema, item, ',', None)} \"}}\""
+    extra = f'{KEY} ":" {delimited_value(g, {"type": "string"}, "<escape>", "[^}]")}'
+    return f"{_string('call:' + name + '{')} {kv_sequence(g, schema, item, ',', extra)} \"}}\""
 
 
 def _gemma4(g: Lark, name: str, schema: dict) -> str:
     item = lambda k, v: f"{_string(k + ':')} {delimited_value(g, v, '<|' + chr(34) + '|>', '(?s:.)')}"
-    return f"{_string('call:' + name + '{')} {kv_sequence(g, schema, item, ',', None)} \"}}\""
+    extra = f'{KEY} ":" {delimited_value(g, {}, "<|" + chr(34) + "|>", "(?s:.)")}'
+    return f"{_string('call:' + name + '{')} {kv_sequence(g, schema, item, ',', extra)} \"}}\""
 
 
 def _longcat(g: Lark, tools: list[dict]) -> str:
@@ -344,8 +365,7 @@ def lazy_grammar(fmt: Format, g: Lark, tools: list[dict], eos: set[int]) -> str:
     trig = [f"trig_text[lazy]: TEXT {_string(fmt.start)}"]
     alts, pre_items, tails = ["trig_text"], [], ["pre TEXT"]
     if first is not None:
-        content = next(k for k, v in g.added.items() if v == first)
-        rest = fmt.start[len(content):]
+        rest = fmt.start[len(g.names[first]):]
         alts.insert(0, f"TEXT <[{first}]> {g.lit(rest) if rest else ''}")
         if rest and isinstance(pieces[1], str) and others:  # the token alone is free, unless the marker's text follows
             trig.append(f"NOT_REST: /(?s:.*)/ & ~/{_regex_text(pieces[1])}/")
