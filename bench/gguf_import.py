@@ -10,6 +10,7 @@ under MLXK_TEST_CACHE). Steps, each in a fresh subprocess so peak RSS is its own
 1. import both files as ``auto`` (f32 on the CPU); Qwen also as f16 and re-quantized to
    MLX affine q8 and q4 (group 64), time and peak RSS each;
 2. greedy decode tok/s of every Qwen variant through ``mlxk run --json``;
+   (float16 with fewer tokens: MLX's CPU backend has no fast half-precision matmul);
 3. the cost of the second quantization: on fixed prompts the f32 model's greedy
    continuation is scored by q4/q8 in one forward pass (teacher forcing); top-1 agreement
    with f32 at each continuation position and the mean KL(f32 || q) of the next-token
@@ -125,7 +126,9 @@ def main() -> None:
     ap.add_argument("--qwen", type=Path)
     ap.add_argument("--gemma", type=Path)
     ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--f16-tokens", type=int, default=8, help="float16 decodes very slowly on the CPU backend")
     ap.add_argument("--agree-tokens", type=int, default=32)
+    ap.add_argument("--reuse", action="store_true", help="keep folders already in --out (no import figures)")
     ap.add_argument("--out", type=Path, help="keep the imported folders here (default: a temporary folder)")
     args = ap.parse_args()
     if not (args.qwen and args.gemma):
@@ -134,16 +137,17 @@ def main() -> None:
     root = args.out or Path(tempfile.mkdtemp(prefix="mlxk-gguf-bench-"))
     report: dict = {"versions": versions(), "imports": {}, "decode": {}}
     variants = {"f32": [], "f16": ["--dtype", "float16"], "q8": ["--quantize", "8"], "q4": ["--quantize", "4"]}
-    for name, flags in variants.items():
-        report["imports"][f"qwen-{name}"] = import_one(args.qwen, root / f"qwen-{name}", *flags)
-        print(name, report["imports"][f"qwen-{name}"], flush=True)
-    try:
-        report["imports"]["gemma-auto"] = import_one(args.gemma, root / "gemma-auto")
-    except SystemExit as exc:  # the tokenizer may not be importable yet; the rest still stands
-        report["imports"]["gemma-auto"] = {"error": str(exc).splitlines()[-1][:300]}
-    print("gemma", report["imports"]["gemma-auto"], flush=True)
+    jobs = [(f"qwen-{name}", args.qwen, flags) for name, flags in variants.items()] + [("gemma-auto", args.gemma, [])]
+    for name, gguf, flags in jobs:
+        if args.reuse and (root / name / "config.json").exists():
+            continue
+        try:
+            report["imports"][name] = import_one(gguf, root / name, *flags)
+        except SystemExit as exc:  # e.g. a tokenizer not importable: the rest still stands
+            report["imports"][name] = {"error": str(exc).splitlines()[-1][:300]}
+        print(name, report["imports"][name], flush=True)
     for name in variants:
-        report["decode"][name] = decode(root / f"qwen-{name}", args.tokens)
+        report["decode"][name] = decode(root / f"qwen-{name}", args.f16_tokens if name == "f16" else args.tokens)
         print("decode", name, report["decode"][name], flush=True)
     paths = {name: str(root / f"qwen-{name}") for name in variants}
     _, _, out = timed([sys.executable, "-c", AGREEMENT, json.dumps(paths), json.dumps(PROMPTS),
