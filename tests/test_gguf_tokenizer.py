@@ -298,3 +298,16 @@ def test_llama_byte_fallback_and_user_defined(llama):
 def test_unknown_tokenizer_model_is_refused():
     with pytest.raises(ValueError, match="'bert' is not supported"):
         build_tokenizer_json({"tokenizer.ggml.model": "bert", "tokenizer.ggml.tokens": ["a"]})
+
+
+def test_imported_gemma_folder_tokenizes_as_the_oracle(gemma, gemma_model_dir):
+    """What ``mlxk convert`` wrote for the real file (tests/real_models.py) is this tokenizer."""
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    imported = load_tokenizer(gemma_model_dir)
+    for text in CORPUS:
+        assert imported.encode(text, add_special_tokens=False) == gemma.oracle.encode(
+            text, add_special_tokens=False).ids, text
+    assert imported.encode("Paris")[0] == 2
+    cfg = json.loads((gemma_model_dir / "tokenizer_config.json").read_text())
+    assert cfg == json.loads((gemma.folder / "tokenizer_config.json").read_text())
