@@ -311,3 +311,16 @@ def test_imported_gemma_folder_tokenizes_as_the_oracle(gemma, gemma_model_dir):
     assert imported.encode("Paris")[0] == 2
     cfg = json.loads((gemma_model_dir / "tokenizer_config.json").read_text())
     assert cfg == json.loads((gemma.folder / "tokenizer_config.json").read_text())
+
+
+def test_mx_load_metadata_gives_the_same_tokenizer(tmp_path):
+    """mx.load hands numeric metadata back as mx arrays; the rebuilt tokenizer must not change."""
+    import mlx.core as mx
+
+    path = llama_gguf(tmp_path / "tiny.gguf", with_merges=False)
+    from_py = GGUFFile(path).metadata()
+    _, from_mx = mx.load(str(path), return_metadata=True)
+    assert type(from_mx["tokenizer.ggml.scores"]).__name__ == "array"
+    (a, a_specials), (b, b_specials) = build_tokenizer_json(from_py), build_tokenizer_json(from_mx)
+    assert json.dumps(a) == json.dumps(b) and a_specials == b_specials
+    assert tokenizer_config(from_py, a_specials) == tokenizer_config(from_mx, b_specials)
