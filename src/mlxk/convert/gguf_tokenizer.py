@@ -121,7 +121,7 @@ def add_bos(meta: dict[str, Any]) -> bool:
     return bool(flag)
 
 
-def bos_eos_template(meta: dict[str, Any], tokens: list[str], default_bos: bool = False) -> dict[str, Any] | None:
+def bos_eos_template(meta: dict[str, Any], tokens: list[str]) -> dict[str, Any] | None:
     """A TemplateProcessing that adds BOS in front and/or EOS behind, as the GGUF's flags say; None if neither."""
     ends = []
     for role, wanted in (("bos", add_bos(meta)), ("eos", bool(meta.get("tokenizer.ggml.add_eos_token")))):

@@ -130,7 +130,7 @@ def build_spm(meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         "added_tokens": added,
         "normalizer": _normalizer(prefix),
         "pre_tokenizer": None,
-        "post_processor": bos_eos_template(meta, tokens, default_bos=True),
+        "post_processor": bos_eos_template(meta, tokens),
         "decoder": {"type": "Sequence", "decoders": decoders},
         "model": {
             "type": "BPE",
