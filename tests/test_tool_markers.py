@@ -86,7 +86,8 @@ def request(choice=None) -> GenerationRequest:
                              tools=[WEATHER, STOCK], tool_choice=choice)
 
 
-def _marker_tokenizer(src: Path, dest: Path, markers: list[str], names: str, parser_type: str | None):
+def _marker_tokenizer(src: Path, dest: Path, markers: list[str], names: str, parser_type: str | None,
+                      template: str | None = None):
     """The demo tokenizer with ``markers`` as added special tokens at ids 3.., loaded by mlx-lm."""
     from mlx_lm.tokenizer_utils import load
 
@@ -99,7 +100,7 @@ def _marker_tokenizer(src: Path, dest: Path, markers: list[str], names: str, par
         entry = next(a for a in tj["added_tokens"] if a["id"] == i)
         entry.update(content=content, special=True)
     config = json.loads((src / "tokenizer_config.json").read_text())
-    config["chat_template"] += "{# " + names + " #}"  # what mlx-lm's _infer_tool_parser looks for
+    config["chat_template"] = (template or config["chat_template"]) + "{# " + names + " #}"  # what mlx-lm's _infer_tool_parser looks for
     if parser_type:
         config["tool_parser_type"] = parser_type
     dest.mkdir(parents=True, exist_ok=True)
@@ -235,3 +236,67 @@ def test_every_format_compiles_the_schemas_agents_send(family):
                                 tools=[*tools, WEATHER], tool_choice=choice)
         m = group.matcher(plan(req, tok).grammar)  # raises EngineError(400) on a grammar llguidance refuses
         assert not m.is_error(), m.get_error()
+
+
+# A Qwen2.5-style template: the tools in the system prompt, calls in Hermes markup.
+HERMES_TEMPLATE = (
+    "<|im_start|>system\nYou are a helpful assistant.{% if tools %}\n\n# Tools\n\nYou may call one or more "
+    "functions to assist with the user query.\n\n<tools>\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}</tools>"
+    "\n\nFor each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}"
+    "\n</tool_call>{% endif %}<|im_end|>\n{% for m in messages %}{% if m.role != 'system' %}<|im_start|>{{ m.role }}"
+    "\n{{ m.content }}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def marker_model(demo_model_dir, tmp_path_factory) -> Path:
+    """The demo model with a tokenizer whose <tool_call> / </tool_call> are added tokens (ids 3, 4:
+    inside its embedding) and a template mlx-lm reads as json_tools (weights linked, not copied)."""
+    src = Path(demo_model_dir)
+    dest = tmp_path_factory.mktemp("marker-model")
+    for name in ("README.md", "config.json", "generation_config.json", "model.safetensors"):  # README: MLX
+        (dest / name).symlink_to((src / name).resolve())
+    tok = _marker_tokenizer(src, dest, ["<tool_call>", "</tool_call>"], "<tool_call> tool_call.name", None,
+                            HERMES_TEMPLATE)
+    assert tok.tool_parser.__module__.endswith(".json_tools")
+    return dest
+
+
+def test_forced_calls_through_the_server_with_marker_tokens(marker_model, tmp_path_factory):
+    """The case that answered HTTP 500: every forced call through the official openai client,
+    at temperature 1.0, sent at once, is a call of the tool with valid arguments."""
+    import openai
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.serve_fixture import ServerProc
+
+    jsonschema = pytest.importorskip("jsonschema")
+    weather, stock = copy.deepcopy(WEATHER), copy.deepcopy(STOCK)  # bounded: a small model at 1.0 rambles on
+    weather["function"]["parameters"]["properties"]["city"]["maxLength"] = 24
+    weather["function"]["parameters"]["properties"]["days"].update(minimum=1, maximum=14)
+    stock["function"]["parameters"]["properties"]["symbol"]["maxLength"] = 8
+    srv = ServerProc(marker_model, tmp_path_factory.mktemp("marker-serve"), env={"MLXK_API_KEY": "sk-m"})
+    try:
+        srv.wait_ready(timeout=300)
+        client = openai.OpenAI(base_url=srv.base + "/v1", api_key="sk-m", max_retries=0, timeout=600)
+        model = client.models.list().data[0].id
+
+        def ask(choice):
+            return client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+                tools=[weather, stock], tool_choice=choice, temperature=1.0, max_tokens=160)
+
+        named = {"type": "function", "function": {"name": "get_weather"}}
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(ask, ["required"] * 3 + [named] * 3))
+        for i, r in enumerate(answers):
+            choice = r.choices[0]
+            assert choice.finish_reason == "tool_calls", (choice, srv.log()[-3000:])
+            (call,) = choice.message.tool_calls
+            tool = weather if call.function.name == "get_weather" else stock
+            assert i < 3 or tool is weather
+            jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
+        assert "Generation failed" not in srv.log()
+    finally:
+        srv.stop()
