@@ -217,6 +217,16 @@ def test_auto_mode_leaves_other_added_tokens_to_the_model(demo_model_dir, tmp_pa
     assert _accepts(group, spec, _ids(tok, "<think>\nweather?\n</think>\n" + call, True))
 
 
+def test_kimi_k3_structure_stays_free_while_its_tools_block_is_constrained(demo_model_dir, tmp_path_factory):
+    """Kimi K3's marker begins with <|open|>, which also opens its think and response blocks."""
+    name, tok, group, call = _family("kimi_k3", demo_model_dir, tmp_path_factory)
+    spec = plan(request(), tok)
+    think = "<|open|>think<|sep|>The user wants weather.<|close|>think<|sep|><|open|>response<|sep|>Checking."
+    assert _accepts(group, spec, _ids(tok, think + "<|close|>response<|sep|>", True))
+    assert _accepts(group, spec, _ids(tok, think + call, True))
+    assert not _accepts(group, spec, _ids(tok, think + "<|open|>tools<|sep|><|open|>nonsense", True))
+
+
 TRICKY = [
     {"type": "object"},  # no properties: any argument names
     {"type": "object", "properties": {}, "additionalProperties": False},  # no arguments at all

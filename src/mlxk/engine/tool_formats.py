@@ -114,7 +114,7 @@ class Lark:
     def lit(self, text: str) -> str:
         """``text`` exactly, each added token in it as the token or as its text."""
         parts = [_string(p) if isinstance(p, str) else f"(<[{p}]> | {_string(self.names[p])})" for p in self.pieces(text)]
-        return " ".join(parts) if parts else '""'
+        return " ".join(parts)
 
     def rule(self, body: str, opts: str = "") -> str:
         name = f"r{len(self.rules)}"
@@ -235,37 +235,39 @@ def _hermes(g: Lark, tools: list[dict]) -> str:
     return f'"\\n" %json {canonical(call_schema(tools))} "\\n"'
 
 
+def _join(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
+
+
+def _params(g: Lark, schema: dict, prefix: str, mid: str, value: Callable[[dict], str], sep: str = "") -> str:
+    """Parameters written ``prefix`` KEY ``mid`` VALUE, ``sep`` between (kv_sequence's rules)."""
+    item = lambda k, v: _join(g.lit(prefix + k + mid), value(v))
+    extra = _join(g.lit(prefix), KEY, g.lit(mid), value({}))
+    return kv_sequence(g, schema, item, sep, extra)
+
+
 def _qwen3_coder(g: Lark, name: str, schema: dict) -> str:
-    closer = "\n</parameter>\n"
-    item = lambda k, v: f"{_string(f'<parameter={k}>' + chr(10))} {raw_value(g, v, closer)}"
-    extra = f'"<parameter=" {KEY} ">\\n" {g.until(closer)}'
-    head = _string(f"\n<function={name}>\n")
-    return f'{head} {kv_sequence(g, schema, item, "", extra)} "</function>\\n"'
+    params = _params(g, schema, "<parameter=", ">\n", lambda v: raw_value(g, v, "\n</parameter>\n"))
+    return _join(g.lit(f"\n<function={name}>\n"), params, g.lit("</function>\n"))
 
 
 def _glm47(g: Lark, name: str, schema: dict) -> str:
-    item = lambda k, v: f"{g.lit('<arg_key>' + k + '</arg_key><arg_value>')} {raw_value(g, v, '</arg_value>')}"
-    extra = f"{g.lit('<arg_key>')} {KEY} {g.lit('</arg_key><arg_value>')} {g.until('</arg_value>')}"
-    return f"{_string(name)} {kv_sequence(g, schema, item, '', extra)}"
+    return _join(g.lit(name), _params(g, schema, "<arg_key>", "</arg_key><arg_value>",
+                                      lambda v: raw_value(g, v, "</arg_value>")))
 
 
 def _minimax(g: Lark, name: str, schema: dict) -> str:
-    item = lambda k, v: f"{g.lit(f'<parameter name={_string(k)}>')} {raw_value(g, v, '</parameter>' + chr(10))}"
-    extra = f"{g.lit('<parameter name=' + chr(34))} {KEY} {g.lit(chr(34) + '>')} {g.until('</parameter>' + chr(10))}"
-    head = g.lit(f"\n<invoke name={_string(name)}>\n")
-    return f"{head} {kv_sequence(g, schema, item, '', extra)} {g.lit('</invoke>' + chr(10))}"
+    params = _params(g, schema, '<parameter name="', '">', lambda v: raw_value(g, v, "</parameter>\n"))
+    return _join(g.lit(f'\n<invoke name="{name}">\n'), params, g.lit("</invoke>\n"))
 
 
 def _minicpm5(g: Lark, name: str, schema: dict) -> str:
-    item = lambda k, v: f"{g.lit(f'<param name={_string(k)}>')} {raw_value(g, v, '</param>')}"
-    extra = f"{g.lit('<param name=' + chr(34))} {KEY} {g.lit(chr(34) + '>')} {g.until('</param>')}"
-    return f"{_string(_string(name) + '>')} {kv_sequence(g, schema, item, '', extra)}"
+    return _join(g.lit(f'"{name}">'), _params(g, schema, '<param name="', '">', lambda v: raw_value(g, v, "</param>")))
 
 
 def _muse(g: Lark, name: str, schema: dict) -> str:
-    item = lambda k, v: f"{g.lit(f'<atem:parameter name={_string(k)}>')} {g.json(v)} {g.lit('</atem:parameter>')}"
-    extra = f"{g.lit('<atem:parameter name=' + chr(34))} {KEY} {g.lit(chr(34) + '>')} {g.json({})} {g.lit('</atem:parameter>')}"
-    return f"{g.lit(f'<atem:invoke name={_string(name)}>')} {kv_sequence(g, schema, item, '', extra)} {g.lit('</atem:invoke>')}"
+    params = _params(g, schema, '<atem:parameter name="', '">', lambda v: _join(g.json(v), g.lit("</atem:parameter>")))
+    return _join(g.lit(f'<atem:invoke name="{name}">'), params, g.lit("</atem:invoke>"))
 
 
 def _kimi_k2(g: Lark, name: str, schema: dict) -> str:
@@ -286,20 +288,17 @@ def _mistral(g: Lark, tools: list[dict]) -> str:
 
 
 def _pythonic(g: Lark, name: str, schema: dict) -> str:
-    item = lambda k, v: f"{_string(k + '=')} {g.json(v)}"
-    return f"{_string('[' + name + '(')} {kv_sequence(g, schema, item, ', ', f'{KEY} {chr(34)}={chr(34)} {g.json({})}')} \")]\""
+    return _join(g.lit(f"[{name}("), _params(g, schema, "", "=", g.json, ", "), g.lit(")]"))
 
 
 def _function_gemma(g: Lark, name: str, schema: dict) -> str:
-    item = lambda k, v: f"{_string(k + ':')} {delimited_value(g, v, '<escape>', '[^}]')}"
-    extra = f'{KEY} ":" {delimited_value(g, {"type": "string"}, "<escape>", "[^}]")}'
-    return f"{_string('call:' + name + '{')} {kv_sequence(g, schema, item, ',', extra)} \"}}\""
+    params = _params(g, schema, "", ":", lambda v: delimited_value(g, v, "<escape>", "[^}]"), ",")
+    return _join(g.lit(f"call:{name}{{"), params, g.lit("}"))
 
 
 def _gemma4(g: Lark, name: str, schema: dict) -> str:
-    item = lambda k, v: f"{_string(k + ':')} {delimited_value(g, v, '<|' + chr(34) + '|>', '(?s:.)')}"
-    extra = f'{KEY} ":" {delimited_value(g, {}, "<|" + chr(34) + "|>", "(?s:.)")}'
-    return f"{_string('call:' + name + '{')} {kv_sequence(g, schema, item, ',', extra)} \"}}\""
+    params = _params(g, schema, "", ":", lambda v: delimited_value(g, v, '<|"|>', "(?s:.)"), ",")
+    return _join(g.lit(f"call:{name}{{"), params, g.lit("}"))
 
 
 def _longcat(g: Lark, tools: list[dict]) -> str:
