@@ -30,7 +30,7 @@ def test_qwen_imports_healthy_with_its_kquants_dequantized(qwen_model_in_cache, 
 
 
 def test_qwen_greedy_answer_writes_the_function(qwen_model_in_cache):
-    payload, rc = run_json("run", qwen_model_in_cache, ADD_PROMPT, "--temperature", "0", "--max-tokens", "80",
+    payload, rc = run_json("run", qwen_model_in_cache, ADD_PROMPT, "--temperature", "0", "--max-tokens", "56",
                            timeout=600)
     assert rc == 0, payload
     assert "def add" in payload["data"]["response"], payload["data"]["response"]
