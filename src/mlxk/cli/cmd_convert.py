@@ -30,9 +30,10 @@ def _cfg_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="a .gguf file, a model name, or a workspace path")
     p.add_argument("target", nargs="?", help="new folder for the result (optional with --into-cache)")
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], default="auto",
-                   help="float type for GGUF imports (auto: float32 on CPU, 4-bit kept on Metal/CUDA)")
+                   help="float type for GGUF imports (auto: float32 on CPU; on Metal/CUDA 4-bit, kept or re-quantized)")
     p.add_argument("--quantize", default="auto", choices=["auto", "keep", "none", "2", "3", "4", "6", "8"],
-                   help="GGUF: keep its quantization, none, or requantize; models: bits for mlx_lm.convert")
+                   help="GGUF: keep its Q4_0/Q4_1/Q8_0 weights, none, or re-quantize to N-bit MLX affine; "
+                        "models: bits for mlx_lm.convert")
     p.add_argument("--repair-index", action="store_true", help="rebuild model.safetensors.index.json of a workspace")
     p.add_argument("--into-cache", metavar="ORG/NAME", help="register the result in the Hugging Face cache")
 
@@ -40,7 +41,7 @@ def _cfg_convert(p: argparse.ArgumentParser) -> None:
 def _convert(args: argparse.Namespace) -> Envelope:
     from mlxk.ops.convert import convert
 
-    bar, update = (None, None) if getattr(args, "json", False) else progress_bar("Converting")
+    bar, update = (None, None) if getattr(args, "json", False) else progress_bar("Converting (tensors)")
     if bar:
         bar.start()
     try:
