@@ -310,3 +310,10 @@ def test_forced_calls_through_the_server_with_marker_tokens(marker_model, tmp_pa
         assert "Generation failed" not in srv.log()
     finally:
         srv.stop()
+
+
+def test_a_forced_call_its_parser_cannot_read_comes_back_as_text(demo_model_dir, tmp_path_factory):
+    name, tok, group, call = _family("json_tools", demo_model_dir, tmp_path_factory)
+    c = constrain(request("get_weather"), tok, None)
+    odd = "<tool_call>\n{not json}\n</tool_call>"
+    assert c.advance(odd, "stop") == (odd, "stop", [])

@@ -24,6 +24,7 @@ marker accepted as the added token it is and as text: engine/tool_formats.py.
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections import OrderedDict
@@ -37,6 +38,7 @@ from mlxk.engine.tool_formats import JSON_OPTIONS, TOOL_OPTIONS
 from mlxk.engine.tool_prompt import native_tools, parse_call
 
 CACHE_SIZE = 64
+log = logging.getLogger("mlxk.engine")
 _canonical, _tool_function, _parameters = tf.canonical, tf.function, tf.parameters
 
 
@@ -332,4 +334,7 @@ class Constraint:
         if reason is None:
             return "", None, []
         calls = self.spec.read(self._held) if self.spec.read is not None else []
+        if not calls and reason == "stop":  # complete, yet its parser cannot read it: the text, never dropped
+            log.warning("a forced tool call did not parse; returned as text")
+            return self._held, reason, []
         return "", ("tool_calls" if calls and reason == "stop" else reason), calls

@@ -7,7 +7,8 @@ and ends (``think_start`` / ``think_end``), where a tool call does (``tool_call_
 that may still become one, so markup never reaches the answer. A model whose template has
 no tools gets the one fallback format of engine/tool_prompt.py, read back here the same way.
 
-Rules every protocol relies on: a call that fails to parse comes back as text, markers
+Rules every protocol relies on (``read_calls`` holds them; engine/constraints.py reads a
+forced call with it too): a call that fails to parse comes back as text, markers
 included (never dropped); calls keep the order the model wrote them in, each with its id;
 reasoning is never answer text. Everything here runs on the engine thread.
 """

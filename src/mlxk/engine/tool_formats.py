@@ -10,21 +10,27 @@ grammar that knew only the text refused it.
 
 Where a format carries JSON (Hermes, Kimi, Mistral, LongCat, pythonic values, Muse Spark
 values, Kimi K3's JSON block) the arguments are constrained by the tool's JSON schema. The
-key/value formats are constrained per parameter: names from ``properties`` in schema order
-(required ones present, optional ones may be left out, no others), enums as alternatives,
-integers/numbers/booleans/null by their syntax, objects and arrays as JSON. What cannot be
-constrained there: a string's own keywords (pattern, length, format) and numeric bounds,
-an order other than the schema's, and a raw string that contains its format's closing tag
-(the closer ends the value). function_gemma's parser ends the arguments at the first ``}``
+key/value formats (qwen3_coder, glm47, minimax_m2, minicpm5, muse_spark, pythonic,
+function_gemma, gemma4) are constrained per parameter: names from ``properties`` in schema
+order (required ones present, optional ones may be left out, no others; a schema without
+properties takes any names), enums as alternatives, integers/numbers/booleans/null by their
+syntax, objects and arrays (and Muse Spark's and pythonic's every value) as JSON against
+the parameter's schema. What cannot be constrained there: a bare string's own keywords
+(pattern, length, format) and bounds of bare numbers, an order other than the schema's,
+``anyOf`` / type lists (written bare, the parser converts them), and a raw string that
+contains its format's closing tag (the closer ends the value). function_gemma's parser ends the arguments at the first ``}``
 and splits values at ``,``, so its object/array values (written as JSON) and strings with
 ``}`` cannot be read back; gemma4 reads JSON inside nested values, but its keys are bare.
 
 mlx-lm 0.32.2 has no parser for Llama 3 (``<|python_tag|>``) or gpt-oss (harmony channels):
-those models get the fallback format, whose markers are text in their tokenizers.
+its TokenizerWrapper finds no tool parser for them, so they get the fallback format (its
+markers are text in their tokenizers). In auto mode (a lazy grammar) text is free, with the
+tokenizer's other added tokens (``<think>``, channels), until the model opens a call.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -86,6 +92,12 @@ def call_schema(tools: list[dict], base: str = "#") -> dict:
     return {**schema, "x-guidance": TOOL_OPTIONS}
 
 
+@functools.lru_cache(maxsize=16)
+def _finder(words: tuple[str, ...]) -> "re.Pattern | None":
+    """Longest-first alternation of a tokenizer's added tokens (Gemma has thousands): once per tokenizer."""
+    return re.compile("|".join(map(re.escape, words))) if words else None
+
+
 class Lark:
     """Lark text being built for one tokenizer: literals that may be its added tokens, rules."""
 
@@ -93,8 +105,7 @@ class Lark:
         self.added = dict(added or {})
         self.names = {v: k for k, v in self.added.items()}
         self.rules: list[str] = []
-        words = sorted(self.added, key=len, reverse=True)
-        self._find = re.compile("|".join(map(re.escape, words))) if words else None
+        self._find = _finder(tuple(sorted(self.added, key=len, reverse=True)))
 
     def pieces(self, text: str) -> list[str | int]:
         """``text`` split into added tokens (ids) and plain text."""
