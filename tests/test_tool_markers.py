@@ -259,18 +259,57 @@ HERMES_TEMPLATE = (
 )
 
 
+LIKED = "The"  # a token the demo model likes to open its answer with: there, <tool_call> takes its id
+
+
 @pytest.fixture(scope="module")
 def marker_model(demo_model_dir, tmp_path_factory) -> Path:
-    """The demo model with a tokenizer whose <tool_call> / </tool_call> are added tokens (ids 3, 4:
-    inside its embedding) and a template mlx-lm reads as json_tools (weights linked, not copied)."""
+    """The demo model with a tokenizer whose <tool_call> is an added token at the id of a word
+    the model likes to start with ("The" moves to <tool_call>'s old slot 3), so the model
+    writes the marker as its token, not as text; </tool_call> is id 4. The template is one
+    mlx-lm reads as json_tools. Weights are linked, not copied."""
     src = Path(demo_model_dir)
     dest = tmp_path_factory.mktemp("marker-model")
     for name in ("README.md", "config.json", "generation_config.json", "model.safetensors"):  # README: MLX
         (dest / name).symlink_to((src / name).resolve())
     tok = _marker_tokenizer(src, dest, ["<tool_call>", "</tool_call>"], "<tool_call> tool_call.name", None,
                             HERMES_TEMPLATE)
+    tj = json.loads((dest / "tokenizer.json").read_text())
+    liked = tj["model"]["vocab"][LIKED]
+    tj["model"]["vocab"].update({LIKED: 3, "<tool_call>": liked})
+    next(a for a in tj["added_tokens"] if a["id"] == 3)["id"] = liked
+    (dest / "tokenizer.json").write_text(json.dumps(tj))
+    from mlx_lm.tokenizer_utils import load
+
+    tok = load(dest)
     assert tok.tool_parser.__module__.endswith(".json_tools")
+    assert tok._tokenizer.encode("<tool_call>", add_special_tokens=False) == [liked]
     return dest
+
+
+def test_the_model_writes_the_marker_as_its_token(marker_model):
+    """The server test below goes through the token path: under the forced-call mask, the
+    model's first token is the marker token, not the text "<"."""
+    import mlx.core as mx
+    from mlx_lm import load
+
+    from mlxk.engine.constraints import apply_mask
+
+    model, tok = load(str(marker_model))
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is the weather in Paris?"}],
+                                  tools=[WEATHER, STOCK], add_generation_prompt=True)
+    c = constrain(request("required"), tok, model.args.vocab_size)
+    masked = apply_mask(model(mx.array([ids]))[:, -1, :], mx.array(_mask(c)))
+    p = mx.softmax(masked.astype(mx.float32), axis=-1)[0]
+    marker = tok._tokenizer.convert_tokens_to_ids("<tool_call>")
+    assert p[marker].item() > 0.9, p[marker].item()
+
+
+def _mask(c):
+    """The first token's mask, as engine/constraints.py applies it (one row of 32-bit words)."""
+    import numpy as np
+
+    return np.frombuffer(c.matcher.compute_bitmask(), dtype=np.int32)[None, :]
 
 
 def test_forced_calls_through_the_server_with_marker_tokens(marker_model, tmp_path_factory):
