@@ -154,11 +154,11 @@ def plan(req: GenerationRequest, tok: Any = None) -> Spec | None:
                 raise SchemaError(f"Invalid parameters schema for tool '{_tool_function(t)['name']}': {err}", "tools", i)
     if tools and choice not in (None, "auto", "none"):
         chosen = tools if choice == "required" else [t for t in tools if _tool_function(t)["name"] == choice]
-        fmt, parse, g = _format(tok)
-        if fmt is None:
-            fmt, parse = tf.HERMES, parse_call
-        grammar = _llg().LLMatcher.grammar_from_lark(tf.forced_grammar(fmt, g, chosen))
-        return Spec("call", grammar, _reader(fmt, parse, chosen))
+        form, parse, g = _format(tok)
+        if form is None:
+            form, parse = tf.HERMES, parse_call
+        grammar = _llg().LLMatcher.grammar_from_lark(tf.forced_grammar(form, g, chosen))
+        return Spec("call", grammar, _reader(form, parse, chosen))
     fmt = req.output_format
     if fmt is not None and fmt.kind in ("json_object", "json_schema"):
         schema = fmt.schema if fmt.kind == "json_schema" and fmt.schema is not None else {"type": "object"}
@@ -170,11 +170,11 @@ def plan(req: GenerationRequest, tok: Any = None) -> Spec | None:
     if fmt is not None and fmt.kind != "text":
         raise SchemaError(f"Unknown output format '{fmt.kind}'", "output_format")
     if tools and choice in (None, "auto") and tok is not None and req.messages is not None:
-        fmt, _, g = _format(tok)
-        if fmt is not None:
+        form, _, g = _format(tok)
+        if form is not None:
             from mlxk.engine.loader import eos_token_ids
 
-            lark = tf.lazy_grammar(fmt, g, tools, set(eos_token_ids(tok, {})))
+            lark = tf.lazy_grammar(form, g, tools, set(eos_token_ids(tok, {})))
             return Spec("lazy", _llg().LLMatcher.grammar_from_lark(lark))
     return None
 
