@@ -14,7 +14,6 @@ merge order by piece index) and a small Llama-2-style file written here with GGU
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -88,9 +87,7 @@ class Loaded:
 
         self.meta, self.folder = meta, folder
         folder.mkdir(parents=True, exist_ok=True)
-        start = time.process_time()
         self.spec, specials = build_tokenizer_json(meta)
-        self.build_cpu_s = time.process_time() - start
         (folder / "tokenizer.json").write_text(dumps(self.spec), encoding="utf-8")
         (folder / "tokenizer_config.json").write_text(dumps(tokenizer_config(meta, specials)), encoding="utf-8")
         self.raw = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -198,11 +195,6 @@ def test_gemma_bos_flag_and_no_space_prefix(gemma):
 
 def test_gemma_round_trips(gemma):
     check_round_trip(gemma)
-
-
-def test_gemma_tokenizer_builds_in_seconds(gemma):
-    # merges derived for 262k pieces: ~3 s of CPU on the 2-core test machine (transformers: ~6 s)
-    assert gemma.build_cpu_s < 10
 
 
 # ---------------------------------------------------------------- a Llama-2-style file
