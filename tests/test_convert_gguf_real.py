@@ -78,3 +78,28 @@ def test_gemma_continues_fibonacci_with_an_if(gemma):
     text = generate(model, tok, "def fibonacci(n):\n", max_tokens=12, sampler=make_sampler(0.0))
     assert text.lstrip().startswith("if"), repr(text)
 
+
+
+def test_gemma_is_listed_as_base_and_chat_is_refused(gemma_model_in_cache, gemma_model_dir, tmp_path):
+    """No chat template in the GGUF: listed as ``base``; a chat request is a 400 pointing to completions."""
+    import openai
+
+    from tests.serve_fixture import ServerProc
+
+    payload, rc = run_json("show", gemma_model_in_cache)
+    assert rc == 0 and payload["data"]["model"]["model_type"] == "base", payload
+    listed, rc = run_json("list", "--verbose")
+    assert rc == 0
+    assert {m["name"]: m["model_type"] for m in listed["data"]["models"]}[gemma_model_in_cache] == "base", listed
+    srv = ServerProc(gemma_model_dir, tmp_path, env={"MLXK_API_KEY": "sk-g"}).wait_ready(timeout=300)
+    try:
+        client = openai.OpenAI(base_url=srv.base + "/v1", api_key="sk-g", max_retries=0, timeout=300)
+        with pytest.raises(openai.BadRequestError) as e:
+            client.chat.completions.create(model=gemma_model_dir.name, max_tokens=4,
+                                           messages=[{"role": "user", "content": "Hi"}])
+        assert "/v1/completions" in e.value.body["message"], e.value.body
+        r = client.completions.create(model=gemma_model_dir.name, prompt="def fibonacci(n):\n", max_tokens=6,
+                                      temperature=0)
+        assert r.choices[0].text.lstrip().startswith("if"), r
+    finally:
+        srv.stop()
