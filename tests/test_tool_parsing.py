@@ -86,6 +86,41 @@ def test_a_half_marker_at_the_end_is_text():
     assert run(OutputParser(json_markup(False), TOOLS), "the end <tool_") == [("text", "the end <tool_")]
 
 
+@pytest.mark.parametrize("step", [1, 4, 1000])
+@pytest.mark.parametrize("answer", [
+    '{"name": "get_weather", "arguments": {"city": "Paris"}}',
+    '  ```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```',
+    '[{"name": "get_weather", "arguments": {"city": "Paris"}}]',
+])
+def test_a_bare_call_without_markers_is_a_call(answer, step):
+    """Qwen2.5-Coder-0.5B answers with the call alone, no <tool_call> tags."""
+    parser = OutputParser(json_markup(False), TOOLS)
+    out = run(parser, answer, step)
+    assert [k for k, _ in out] == ["tool_call"] and parser.calls == 1, out
+    assert (out[0][1].name, json.loads(out[0][1].arguments)) == ("get_weather", {"city": "Paris"})
+
+
+@pytest.mark.parametrize("answer", [
+    '{"name": "get_weather"}',                                   # no arguments: not a call
+    '{"name": "rm_rf", "arguments": {}}',                        # a tool never offered
+    '{"name": "get_weather", "arguments": {"city": "Paris"}} and more',
+    '```python\nprint(1)\n```',
+    '{"city": "Paris"}',
+])
+def test_json_that_is_not_a_bare_call_stays_text(answer):
+    parser = OutputParser(json_markup(False), TOOLS)
+    assert run(parser, answer, 3) == [("text", answer)] and parser.calls == 0
+
+
+def test_plain_text_streams_at_once_while_tools_are_offered():
+    parser = OutputParser(json_markup(False), TOOLS)
+    assert parser.feed("Sure") == [("text", "Sure")]
+    held = OutputParser(json_markup(False), TOOLS)
+    assert held.feed('{"na') == []  # may still become a call: held to the end
+    assert run(OutputParser(json_markup(False), None), '{"name": "get_time", "arguments": {}}') == [
+        ("text", '{"name": "get_time", "arguments": {}}')]  # no tools offered: never held, never a call
+
+
 @pytest.fixture(scope="module")
 def demo_tok(demo_model_dir):
     from mlx_lm.tokenizer_utils import load

@@ -11,6 +11,13 @@ Rules every protocol relies on (``read_calls`` holds them; engine/constraints.py
 forced call with it too): a call that fails to parse comes back as text, markers
 included (never dropped); calls keep the order the model wrote them in, each with its id;
 reasoning is never answer text. Everything here runs on the engine thread.
+
+Small models often answer a request with tools with the call alone and no markers: Qwen2.5-
+Coder-0.5B writes ``{"name": "get_weather", "arguments": {...}}`` where its template asks for
+``<tool_call>`` tags (as llama.cpp and ollama do, such an answer is read as a call). So while
+tools are offered, an answer whose text begins with ``{`` or a code fence is held back to
+the end; when the whole of it is a call (or a list of calls) of offered tools it comes back
+as calls, otherwise as the text it was. Other answers stream as they come.
 """
 
 from __future__ import annotations
@@ -102,6 +109,7 @@ class OutputParser:
         self._state = self._sm.make_state(markup.initial)
         self._tool_text = ""
         self.calls = 0
+        self._held: str | None = "" if tools and markup.tool else None  # the answer's first text while it may be a bare call
 
     @property
     def in_tool_call(self) -> bool:
@@ -113,7 +121,7 @@ class OutputParser:
         if not text or self._state[0] is None:
             return []
         self._state, segments = TextStateMachine.split(self._state, text)
-        return self._pieces(segments)
+        return self._hold(self._pieces(segments))
 
     def finish(self) -> list[Piece]:
         """The end of the output: the held-back tail, and a call the model left open."""
@@ -125,7 +133,32 @@ class OutputParser:
         out = self._pieces([(current, rest)]) if rest else []
         if self._state[0] == "tool" and self._tool_text:
             out += self._close_call()
+        out = self._hold(out)
+        if self._held is not None:
+            held, self._held = self._held, None
+            calls = read_calls(_bare_calls, held, self.tools)
+            self.calls += len(calls or [])
+            out += [("tool_call", c) for c in calls] if calls else [("text", held)] if held else []
         return _merged(out)
+
+    def _hold(self, pieces: list[Piece]) -> list[Piece]:
+        """Keep the answer's text back while it still looks like a bare call (see the module doc)."""
+        if self._held is None:
+            return pieces
+        out: list[Piece] = []
+        for i, (kind, value) in enumerate(pieces):
+            if kind == "text":
+                self._held += value
+                head = self._held.lstrip()
+                if not head or head.startswith(("{", "[", "`")) and _may_be_call(head):
+                    continue
+            elif kind == "reasoning":
+                out.append((kind, value))
+                continue
+            released, self._held = self._held, None
+            out += ([("text", released)] if released else []) + ([] if kind == "text" else [(kind, value)])
+            return out + pieces[i + 1:]
+        return out
 
     def _pieces(self, segments: list[tuple[str | None, str]]) -> list[Piece]:
         out: list[Piece] = []
@@ -181,6 +214,30 @@ def read_calls(parse: Callable[[str, Any], Any] | None, raw: str, tools: list[di
             return None  # a tool the request never offered: the text is the answer
         calls.append(ToolCall(item.get("id") or new_call_id(), name, json.dumps(args, ensure_ascii=False)))
     return calls or None
+
+
+_FENCE_OPEN = ("```json", "```")
+
+
+def _may_be_call(head: str) -> bool:
+    """Whether text that begins so can still turn out to be a bare call (fences: json only)."""
+    if head.startswith("`"):
+        return any(f.startswith(head[:len(f)]) or head.startswith(f) for f in _FENCE_OPEN)
+    return True
+
+
+def _bare_calls(raw: str, _tools: Any) -> Any:
+    """A bare call as JSON, in a code fence or not (``read_calls`` checks its shape)."""
+    text = raw.strip()
+    for fence in _FENCE_OPEN:
+        if text.startswith(fence) and text.endswith("```") and len(text) > len(fence) + 3:
+            text = text[len(fence):-3].strip()
+            break
+    parsed = json.loads(text)
+    if not all(isinstance(c, dict) and {"name", "arguments"} <= set(c) for c in
+               (parsed if isinstance(parsed, list) else [parsed])):
+        raise ValueError("not a call: each item needs a name and arguments")
+    return parsed
 
 
 def _merged(pieces: list[Piece]) -> list[Piece]:
