@@ -100,7 +100,7 @@ def new_call_id() -> str:
 class OutputParser:
     """Feed it the text the engine may show; get back pieces of answer, reasoning, tool calls."""
 
-    def __init__(self, markup: Markup, tools: list[dict] | None):
+    def __init__(self, markup: Markup, tools: list[dict] | None, bare_calls: bool = True):
         from mlx_lm.generate import TextStateMachine
 
         self.markup = markup
@@ -109,7 +109,7 @@ class OutputParser:
         self._state = self._sm.make_state(markup.initial)
         self._tool_text = ""
         self.calls = 0
-        self._held: str | None = "" if tools and markup.tool else None  # the answer's first text while it may be a bare call
+        self._held: str | None = "" if bare_calls and tools and markup.tool else None  # the answer's first text while it may be a bare call
 
     @property
     def in_tool_call(self) -> bool:
@@ -255,4 +255,5 @@ def parser_for(tok, req: GenerationRequest, prompt: list[int]) -> OutputParser |
     if req.messages is None:  # plain completions are raw text
         return None
     markup = markup_for(tok, req, prompt)
-    return OutputParser(markup, req.tools) if markup else None
+    # forced calls are the grammar's (engine/constraints.py): only auto mode looks for bare calls
+    return OutputParser(markup, req.tools, req.tool_choice in (None, "auto")) if markup else None
